@@ -1,0 +1,693 @@
+//! The routing document: what the controller writes into the proxy's ConfigMap under
+//! `data["<rollout>.json"]` and what the proxy reads back (DESIGN.md §3). One versioned,
+//! validating parser so both sides agree on what a good document is. It never holds a secret,
+//! only the `<secret>/<key>` name of one.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Phase;
+
+type PathError = serde_path_to_error::Error<serde_json::Error>;
+
+/// The document version this build writes and the only one it reads.
+pub const ROUTING_DOCUMENT_VERSION: u32 = 1;
+
+/// Every version this build can parse, for the "unsupported version" error.
+pub const SUPPORTED_ROUTING_DOCUMENT_VERSIONS: &[u32] = &[ROUTING_DOCUMENT_VERSION];
+
+/// One rollout's routing entry: `data["<rollout>.json"]` of the proxy's ConfigMap (DESIGN.md §3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoutingDocument {
+    /// Document format version; must equal [`ROUTING_DOCUMENT_VERSION`].
+    pub version: u32,
+    /// Name of the `ModelRollout` that owns this entry (a DNS-1123 name).
+    pub rollout: String,
+    /// Namespace of that `ModelRollout`.
+    pub namespace: String,
+    /// `metadata.generation` of the rollout the document was written from (>= 0).
+    pub generation: i64,
+    /// The alias clients send as the request body `model`.
+    pub model: String,
+    /// Where stable traffic goes.
+    pub stable: RoutingArm,
+    /// Where canary traffic goes.
+    pub canary: RoutingArm,
+    /// Percentage of traffic (0..=100) sent to the canary.
+    pub canary_weight: u32,
+    /// How requests are pinned to one arm.
+    #[serde(default)]
+    pub stickiness: Stickiness,
+    /// The rollout's phase when the document was written.
+    pub phase: Phase,
+}
+
+/// One upstream: the model name sent to it, its base URL and the credential to use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoutingArm {
+    /// Model name sent upstream in the request body.
+    pub model: String,
+    /// OpenAI-compatible base URL, e.g. `https://api.openai.com/v1`.
+    pub endpoint: String,
+    /// `"<secret>/<key>"`: the proxy reads `<credentials-dir>/<secret>/<key>`. Never the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// How a request is pinned to one arm so a user sees one model across a conversation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Stickiness {
+    /// Header names tried in order (case-insensitive); the first present one is the sticky key.
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// Top-level JSON field of the request body used when no header is present, e.g. `"user"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_field: Option<String>,
+}
+
+/// Why a routing document was refused. `Display` is one line naming the field, the bad value
+/// and the fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RoutingDocumentError {
+    /// The bytes are not JSON, or not the shape of the version they claim.
+    #[error(
+        "routing document cannot be read: {detail}; write it in the version {ROUTING_DOCUMENT_VERSION} \
+         format of DESIGN.md §3 (the controller rewrites its own keys: delete a hand-edited key)"
+    )]
+    Malformed {
+        /// The JSON parser's message, naming the field and position where possible.
+        detail: String,
+    },
+    /// The document declares a version this build does not understand.
+    #[error(
+        "routing document field version is {found}: this build understands version(s) {supported}; \
+         run a proxy and controller of the same release"
+    )]
+    UnsupportedVersion {
+        /// The declared version, as written.
+        found: String,
+        /// The versions this build reads, comma-separated.
+        supported: String,
+    },
+    /// One field has a value outside its rules.
+    #[error("routing document field {field} is {value}: {fix}")]
+    InvalidField {
+        /// JSON path of the field, e.g. `stable.endpoint` or `stickiness.headers[1]`.
+        field: String,
+        /// The offending value as written (strings quoted).
+        value: String,
+        /// What the value must be instead.
+        fix: String,
+    },
+    /// Stable and canary are the same upstream, so a rollout would change nothing.
+    #[error(
+        "routing document fields stable and canary are identical (model {model:?} at {endpoint:?}): \
+         give the canary a different model or endpoint"
+    )]
+    IdenticalArms {
+        /// The shared model name.
+        model: String,
+        /// The shared endpoint.
+        endpoint: String,
+    },
+}
+
+// === impl RoutingDocument ===
+
+impl RoutingDocument {
+    /// Parses and validates; the error says which field is wrong and how to fix it.
+    pub fn parse(bytes: &[u8]) -> Result<Self, RoutingDocumentError> {
+        // Read the version first so a newer document fails with "unsupported version" rather
+        // than with whatever unknown field that version added.
+        let raw: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| RoutingDocumentError::Malformed { detail: e.to_string() })?;
+        let Some(object) = raw.as_object() else {
+            return Err(RoutingDocumentError::Malformed {
+                detail: format!("expected a JSON object, found {}", json_kind(&raw)),
+            });
+        };
+        match object.get("version") {
+            None => {
+                return Err(RoutingDocumentError::Malformed {
+                    detail: "missing field `version`".to_owned(),
+                });
+            }
+            Some(v) if v.as_u64() != Some(u64::from(ROUTING_DOCUMENT_VERSION)) => {
+                return Err(RoutingDocumentError::UnsupportedVersion {
+                    found: v.to_string(),
+                    supported: supported_versions(),
+                });
+            }
+            Some(_) => {}
+        }
+        let document: RoutingDocument =
+            serde_path_to_error::deserialize(raw).map_err(|e: PathError| {
+                let path = e.path().to_string();
+                let detail = if path == "." {
+                    e.into_inner().to_string()
+                } else {
+                    format!("field {path}: {}", e.into_inner())
+                };
+                RoutingDocumentError::Malformed { detail }
+            })?;
+        document.validate()?;
+        Ok(document)
+    }
+
+    /// Checks every rule parse() checks (for documents built in code, e.g. by the controller).
+    pub fn validate(&self) -> Result<(), RoutingDocumentError> {
+        if self.version != ROUTING_DOCUMENT_VERSION {
+            return Err(RoutingDocumentError::UnsupportedVersion {
+                found: self.version.to_string(),
+                supported: supported_versions(),
+            });
+        }
+        check_dns1123_subdomain("rollout", &self.rollout)?;
+        check_dns1123_label("namespace", &self.namespace)?;
+        if self.generation < 0 {
+            return Err(invalid("generation", self.generation, "must be 0 or more"));
+        }
+        check_non_empty("model", &self.model)?;
+        self.stable.validate("stable")?;
+        self.canary.validate("canary")?;
+        if self.canary_weight > 100 {
+            return Err(invalid("canaryWeight", self.canary_weight, "must be between 0 and 100"));
+        }
+        self.stickiness.validate()?;
+        if self.stable.model == self.canary.model
+            && same_endpoint(&self.stable.endpoint, &self.canary.endpoint)
+        {
+            return Err(RoutingDocumentError::IdenticalArms {
+                model: self.stable.model.clone(),
+                endpoint: self.stable.endpoint.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Canonical JSON (what the controller writes): compact, fields in declaration order.
+    pub fn to_json(&self) -> String {
+        // Serialising structs of strings, integers and a unit enum has no failure path.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The ConfigMap key this document lives under: "<rollout>.json".
+    pub fn config_map_key(&self) -> String {
+        config_map_key(&self.rollout)
+    }
+}
+
+/// The ConfigMap key a rollout's routing document lives under: `"<rollout>.json"`.
+pub fn config_map_key(rollout: &str) -> String {
+    format!("{rollout}.json")
+}
+
+// === impl RoutingArm ===
+
+impl RoutingArm {
+    fn validate(&self, arm: &str) -> Result<(), RoutingDocumentError> {
+        check_non_empty(&format!("{arm}.model"), &self.model)?;
+        check_endpoint(&format!("{arm}.endpoint"), &self.endpoint)?;
+        if let Some(credential) = &self.credential {
+            check_credential(&format!("{arm}.credential"), credential)?;
+        }
+        Ok(())
+    }
+
+    /// The credential split into `(secret, key)`, when present and well-formed.
+    pub fn credential_parts(&self) -> Option<(&str, &str)> {
+        self.credential.as_deref().and_then(|c| c.split_once('/'))
+    }
+}
+
+// === impl Stickiness ===
+
+impl Stickiness {
+    fn validate(&self) -> Result<(), RoutingDocumentError> {
+        for (i, header) in self.headers.iter().enumerate() {
+            if !is_http_header_name(header) {
+                return Err(invalid(
+                    format!("stickiness.headers[{i}]"),
+                    format!("{header:?}"),
+                    "must be an HTTP header name (letters, digits and !#$%&'*+-.^_`|~), e.g. X-Session-ID",
+                ));
+            }
+        }
+        if let Some(field) = &self.body_field {
+            check_non_empty("stickiness.bodyField", field)?;
+        }
+        Ok(())
+    }
+}
+
+// === field rules (shared with the CRD's Rust-side validation) ===
+
+fn invalid(
+    field: impl Into<String>,
+    value: impl ToString,
+    fix: impl Into<String>,
+) -> RoutingDocumentError {
+    RoutingDocumentError::InvalidField {
+        field: field.into(),
+        value: value.to_string(),
+        fix: fix.into(),
+    }
+}
+
+fn supported_versions() -> String {
+    SUPPORTED_ROUTING_DOCUMENT_VERSIONS.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+fn check_non_empty(field: &str, value: &str) -> Result<(), RoutingDocumentError> {
+    if value.trim().is_empty() {
+        return Err(invalid(field, format!("{value:?}"), "must not be empty"));
+    }
+    Ok(())
+}
+
+fn check_dns1123_label(field: &str, value: &str) -> Result<(), RoutingDocumentError> {
+    if !is_dns1123_label(value) {
+        return Err(invalid(
+            field,
+            format!("{value:?}"),
+            "must be a DNS-1123 label: 1-63 lowercase letters, digits or '-', starting and ending \
+             with a letter or digit",
+        ));
+    }
+    Ok(())
+}
+
+fn check_dns1123_subdomain(field: &str, value: &str) -> Result<(), RoutingDocumentError> {
+    if !is_dns1123_subdomain(value) {
+        return Err(invalid(
+            field,
+            format!("{value:?}"),
+            "must be a DNS-1123 name: 1-253 lowercase letters, digits, '-' or '.', starting and \
+             ending with a letter or digit",
+        ));
+    }
+    Ok(())
+}
+
+/// `http(s)://host[:port][/path]` without user info, query or fragment.
+pub(crate) fn endpoint_problem(endpoint: &str) -> Option<&'static str> {
+    let Ok(url) = url::Url::parse(endpoint) else {
+        return Some("must be an absolute http:// or https:// URL, e.g. https://api.openai.com/v1");
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return Some("must use the http:// or https:// scheme, e.g. https://api.openai.com/v1");
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Some("must name a host, e.g. https://api.openai.com/v1");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Some("must not carry credentials: put them in a Secret and reference it instead");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Some("must be a base URL without ?query or #fragment");
+    }
+    None
+}
+
+fn check_endpoint(field: &str, endpoint: &str) -> Result<(), RoutingDocumentError> {
+    match endpoint_problem(endpoint) {
+        // Never echo a URL that carries credentials.
+        Some(fix) if fix.contains("credentials") => Err(invalid(field, "\"<redacted>\"", fix)),
+        Some(fix) => Err(invalid(field, format!("{endpoint:?}"), fix)),
+        None => Ok(()),
+    }
+}
+
+fn check_credential(field: &str, credential: &str) -> Result<(), RoutingDocumentError> {
+    const FIX: &str = "must be \"<secret>/<key>\": a Secret name (DNS-1123) and a key of letters, \
+                       digits, '-', '_' or '.', one '/' between them and no '..'";
+    let well_formed = credential.split_once('/').is_some_and(|(secret, key)| {
+        is_dns1123_subdomain(secret) && is_secret_key(key) && !credential.contains("..")
+    });
+    if !well_formed {
+        return Err(invalid(field, format!("{credential:?}"), FIX));
+    }
+    Ok(())
+}
+
+/// Two endpoints are the same upstream when they differ only by a trailing slash.
+fn same_endpoint(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+pub(crate) fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+pub(crate) fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+/// A Secret data key: `[-._a-zA-Z0-9]+`; `..` is refused by the caller.
+fn is_secret_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s != "."
+}
+
+/// An RFC 9110 `token`.
+pub(crate) fn is_http_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    /// The example of DESIGN.md §3.
+    fn design_example() -> Value {
+        json!({"version": 1, "rollout": "chat-assistant", "namespace": "ai", "generation": 3,
+         "model": "chat-default",
+         "stable": {"model": "gpt-4.1", "endpoint": "https://api.openai.com/v1", "credential": "openai/api-key"},
+         "canary": {"model": "claude-sonnet-4.5", "endpoint": "http://relay.ai.svc:8080/v1", "credential": "relay/api-key"},
+         "canaryWeight": 25, "stickiness": {"headers": ["X-Session-ID", "X-User-ID"], "bodyField": "user"},
+         "phase": "Progressing"})
+    }
+
+    fn parse_value(v: &Value) -> Result<RoutingDocument, RoutingDocumentError> {
+        RoutingDocument::parse(v.to_string().as_bytes())
+    }
+
+    /// Applies `edit` to the design example and returns the result.
+    fn edited(edit: impl FnOnce(&mut Value)) -> Value {
+        let mut v = design_example();
+        edit(&mut v);
+        v
+    }
+
+    /// The DESIGN.md example parses into the expected fields.
+    #[test]
+    fn parses_design_example() {
+        let doc = parse_value(&design_example()).unwrap();
+        assert_eq!(doc.rollout, "chat-assistant");
+        assert_eq!(doc.canary_weight, 25);
+        assert_eq!(doc.phase, Phase::Progressing);
+        assert_eq!(doc.stable.credential_parts(), Some(("openai", "api-key")));
+        assert_eq!(doc.stickiness.body_field.as_deref(), Some("user"));
+        assert_eq!(doc.config_map_key(), "chat-assistant.json");
+    }
+
+    /// to_json → parse gives back the same document, and to_json is stable across round trips.
+    #[test]
+    fn round_trips_through_canonical_json() {
+        let table = [
+            design_example(),
+            // optional fields absent
+            edited(|v| {
+                v["stable"].as_object_mut().unwrap().remove("credential");
+                v.as_object_mut().unwrap().remove("stickiness");
+            }),
+            // every phase and the weight bounds
+            edited(|v| {
+                v["canaryWeight"] = json!(0);
+                v["phase"] = json!("RolledBack");
+            }),
+            edited(|v| {
+                v["canaryWeight"] = json!(100);
+                v["phase"] = json!("Promoted");
+            }),
+            // same model on different endpoints is a real rollout
+            edited(|v| v["canary"]["model"] = json!("gpt-4.1")),
+        ];
+        for value in table {
+            let doc = parse_value(&value).unwrap();
+            let json = doc.to_json();
+            let again = RoutingDocument::parse(json.as_bytes()).unwrap();
+            assert_eq!(again, doc);
+            assert_eq!(again.to_json(), json);
+        }
+    }
+
+    /// Absent optional fields are left out of the canonical JSON rather than written as null.
+    #[test]
+    fn canonical_json_omits_absent_options() {
+        let doc = parse_value(&edited(|v| {
+            v["stable"].as_object_mut().unwrap().remove("credential");
+            v["stickiness"] = json!({"headers": []});
+        }))
+        .unwrap();
+        let json = doc.to_json();
+        assert!(!json.contains("null"), "{json}");
+        assert!(json.starts_with(r#"{"version":1,"rollout":"chat-assistant""#), "{json}");
+    }
+
+    /// Each broken document is refused with an error naming the field (first substring) and the
+    /// value or rule (second substring).
+    #[test]
+    fn rejects_bad_documents_naming_the_field() {
+        let table: Vec<(&str, Value, &str, &str)> = vec![
+            ("not json", json!("{"), "cannot be read", "line 1 column 1"),
+            ("not an object", json!([1]), "cannot be read", "an array"),
+            (
+                "no version",
+                edited(|v| {
+                    v.as_object_mut().unwrap().remove("version");
+                }),
+                "version",
+                "missing",
+            ),
+            (
+                "future version",
+                edited(|v| v["version"] = json!(2)),
+                "field version is 2",
+                "understands version(s) 1",
+            ),
+            (
+                "version as string",
+                edited(|v| v["version"] = json!("1")),
+                "field version is \"1\"",
+                "understands",
+            ),
+            (
+                "unknown field",
+                edited(|v| v["weight"] = json!(5)),
+                "unknown field `weight`",
+                "cannot be read",
+            ),
+            (
+                "unknown arm field",
+                edited(|v| v["stable"]["apiKey"] = json!("sk-x")),
+                "unknown field `apiKey`",
+                "cannot be read",
+            ),
+            (
+                "missing canary",
+                edited(|v| {
+                    v.as_object_mut().unwrap().remove("canary");
+                }),
+                "missing field `canary`",
+                "cannot be read",
+            ),
+            (
+                "unknown phase",
+                edited(|v| v["phase"] = json!("Done")),
+                "unknown variant `Done`",
+                "cannot be read",
+            ),
+            (
+                "weight above 100",
+                edited(|v| v["canaryWeight"] = json!(140)),
+                "field canaryWeight is 140",
+                "between 0 and 100",
+            ),
+            (
+                "negative weight",
+                edited(|v| v["canaryWeight"] = json!(-1)),
+                "canaryWeight",
+                "cannot be read",
+            ),
+            (
+                "negative generation",
+                edited(|v| v["generation"] = json!(-3)),
+                "field generation is -3",
+                "0 or more",
+            ),
+            (
+                "empty rollout",
+                edited(|v| v["rollout"] = json!("")),
+                "field rollout is \"\"",
+                "DNS-1123",
+            ),
+            (
+                "upper-case rollout",
+                edited(|v| v["rollout"] = json!("Chat")),
+                "field rollout is \"Chat\"",
+                "DNS-1123",
+            ),
+            (
+                "empty namespace",
+                edited(|v| v["namespace"] = json!("")),
+                "field namespace is \"\"",
+                "DNS-1123",
+            ),
+            (
+                "empty alias",
+                edited(|v| v["model"] = json!(" ")),
+                "field model is \" \"",
+                "must not be empty",
+            ),
+            (
+                "empty stable model",
+                edited(|v| v["stable"]["model"] = json!("")),
+                "field stable.model",
+                "must not be empty",
+            ),
+            (
+                "ftp endpoint",
+                edited(|v| v["canary"]["endpoint"] = json!("ftp://x/v1")),
+                "field canary.endpoint is \"ftp://x/v1\"",
+                "http://",
+            ),
+            (
+                "relative endpoint",
+                edited(|v| v["stable"]["endpoint"] = json!("/v1")),
+                "field stable.endpoint",
+                "absolute",
+            ),
+            (
+                "endpoint with password",
+                edited(|v| v["stable"]["endpoint"] = json!("https://u:sk-secret@h/v1")),
+                "field stable.endpoint is \"<redacted>\"",
+                "Secret",
+            ),
+            (
+                "endpoint with query",
+                edited(|v| v["stable"]["endpoint"] = json!("https://h/v1?key=1")),
+                "field stable.endpoint",
+                "?query",
+            ),
+            (
+                "credential without key",
+                edited(|v| v["stable"]["credential"] = json!("openai")),
+                "field stable.credential is \"openai\"",
+                "<secret>/<key>",
+            ),
+            (
+                "credential traversal",
+                edited(|v| v["stable"]["credential"] = json!("../etc/passwd")),
+                "field stable.credential",
+                "no '..'",
+            ),
+            (
+                "credential key traversal",
+                edited(|v| v["canary"]["credential"] = json!("relay/..")),
+                "field canary.credential",
+                "<secret>/<key>",
+            ),
+            (
+                "credential extra slash",
+                edited(|v| v["canary"]["credential"] = json!("relay/a/b")),
+                "field canary.credential",
+                "one '/'",
+            ),
+            (
+                "bad header",
+                edited(|v| v["stickiness"]["headers"] = json!(["X-Ok", "X Session"])),
+                "field stickiness.headers[1] is \"X Session\"",
+                "HTTP header name",
+            ),
+            (
+                "empty body field",
+                edited(|v| v["stickiness"]["bodyField"] = json!("")),
+                "field stickiness.bodyField",
+                "must not be empty",
+            ),
+            (
+                "identical arms",
+                edited(|v| {
+                    v["canary"] =
+                        json!({"model": "gpt-4.1", "endpoint": "https://api.openai.com/v1/"})
+                }),
+                "stable and canary are identical",
+                "different model or endpoint",
+            ),
+        ];
+        for (rule, value, field_part, fix_part) in table {
+            let bytes =
+                if value == json!("{") { b"{".to_vec() } else { value.to_string().into_bytes() };
+            let err = RoutingDocument::parse(&bytes).expect_err(rule).to_string();
+            assert!(err.contains(field_part), "{rule}: {err:?} lacks {field_part:?}");
+            assert!(err.contains(fix_part), "{rule}: {err:?} lacks {fix_part:?}");
+            assert!(!err.contains('\n'), "{rule}: error spans lines: {err:?}");
+            assert!(!err.contains("sk-secret"), "{rule}: error leaks a secret: {err:?}");
+        }
+    }
+
+    /// validate() applies the same rules to documents built in code.
+    #[test]
+    fn validate_checks_documents_built_in_code() {
+        let good = parse_value(&design_example()).unwrap();
+        assert_eq!(good.validate(), Ok(()));
+        let table: Vec<(&str, RoutingDocument, &str)> = vec![
+            ("version", RoutingDocument { version: 7, ..good.clone() }, "field version is 7"),
+            (
+                "weight",
+                RoutingDocument { canary_weight: 101, ..good.clone() },
+                "canaryWeight is 101",
+            ),
+            (
+                "rollout",
+                RoutingDocument { rollout: String::new(), ..good.clone() },
+                "field rollout",
+            ),
+        ];
+        for (rule, doc, expected) in table {
+            let err = doc.validate().expect_err(rule).to_string();
+            assert!(err.contains(expected), "{rule}: {err}");
+        }
+    }
+
+    /// The error example of the interface note reads exactly as agreed.
+    #[test]
+    fn weight_error_reads_as_agreed() {
+        let err = parse_value(&edited(|v| v["canaryWeight"] = json!(140))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "routing document field canaryWeight is 140: must be between 0 and 100"
+        );
+    }
+}
