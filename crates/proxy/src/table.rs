@@ -1,0 +1,664 @@
+//! The routing table: every routing document (one per ConfigMap key or file `<rollout>.json`)
+//! merged into one map keyed by the `model` alias clients send.
+//!
+//! Tables are immutable; a reload builds a new one from the complete current set of documents
+//! ([`TableUpdater::apply`]) and the server swaps it in atomically, so a reload never blocks or
+//! disturbs a request in flight. Merge rules:
+//! - a document that fails [`RoutingDocument::parse`], whose key is not `<rollout>.json`, or whose
+//!   endpoints cannot be used is refused: the last good entry for that key stays, the
+//!   `gray_release_config_reloads_total{result="failure"}` counter rises and one log line names
+//!   the key and why (once per distinct bad content, not on every rescan);
+//! - an alias belongs to the key that already serves it; another key claiming it is refused the
+//!   same way (between two new claims, the key that sorts first wins);
+//! - a key that disappears (its rollout was deleted) is *retired*: its alias keeps being served,
+//!   by the stable arm only, until the process restarts or another document claims the alias —
+//!   deleting a rollout sends its traffic to stable (DESIGN.md §5), never to a 404.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Uri};
+use modelrollout_api::routing::RoutingDocument;
+use serde::Serialize;
+
+use crate::metrics::{ArmMetrics, Metrics};
+use crate::request::{InspectedBody, encode_model};
+use crate::split::{StickyHasher, Track, random_bucket, track_for};
+
+/// An upstream base URL, split so per-request URIs are one concatenation.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    /// `scheme://authority/base-path` without a trailing slash, e.g. `https://api.openai.com/v1`.
+    prefix: String,
+    /// The endpoint as written in the document.
+    pub endpoint: String,
+}
+
+impl Upstream {
+    /// Parses an `http(s)://host[:port][/base]` endpoint.
+    pub fn parse(endpoint: &str) -> Result<Self, String> {
+        let uri: Uri = endpoint.parse().map_err(|e| format!("is not a URL ({e})"))?;
+        let scheme = match uri.scheme_str() {
+            Some(s @ ("http" | "https")) => s,
+            _ => return Err("must start with http:// or https://".to_owned()),
+        };
+        let Some(authority) = uri.authority() else {
+            return Err("has no host".to_owned());
+        };
+        if uri.query().is_some() {
+            return Err("must not carry a query string".to_owned());
+        }
+        let base = uri.path().trim_end_matches('/');
+        Ok(Upstream {
+            prefix: format!("{scheme}://{authority}{base}"),
+            endpoint: endpoint.to_owned(),
+        })
+    }
+
+    /// The upstream URI for a client path below `/v1` (e.g. `/chat/completions?x=1`).
+    pub fn uri(&self, suffix: &str) -> Result<Uri, http::uri::InvalidUri> {
+        let mut s = String::with_capacity(self.prefix.len() + suffix.len());
+        s.push_str(&self.prefix);
+        s.push_str(suffix);
+        Uri::try_from(s)
+    }
+}
+
+/// One arm of a route: where its requests go and how they are counted.
+#[derive(Clone, Debug)]
+pub struct Arm {
+    /// Stable or canary.
+    pub track: Track,
+    /// The model name sent upstream.
+    pub model: String,
+    /// `model` encoded as a JSON string, spliced into request bodies.
+    pub model_json: Bytes,
+    /// Where requests go.
+    pub upstream: Upstream,
+    /// `"<secret>/<key>"`, when the arm injects its own credential.
+    pub credential: Option<String>,
+    /// This arm's metric series.
+    pub metrics: ArmMetrics,
+}
+
+/// One alias's routing: a validated document plus what requests need, precomputed.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// The ConfigMap key / file name the document came from.
+    pub key: String,
+    /// The document.
+    pub document: RoutingDocument,
+    /// The exact bytes it was parsed from (to skip unchanged documents on reload).
+    raw: Bytes,
+    /// True when the document disappeared: everything goes to stable.
+    pub retired: bool,
+    hasher: StickyHasher,
+    sticky_headers: Vec<HeaderName>,
+    /// The stable arm.
+    pub stable: Arm,
+    /// The canary arm.
+    pub canary: Arm,
+}
+
+impl Route {
+    /// Builds a route from the bytes stored under `key`; the error is one line saying why.
+    pub fn build(key: &str, raw: &[u8], metrics: &Metrics) -> Result<Self, String> {
+        let document = RoutingDocument::parse(raw).map_err(|e| e.to_string())?;
+        let expected_key = document.config_map_key();
+        if key != expected_key {
+            return Err(format!(
+                "it holds rollout {:?}, whose key must be {expected_key:?}; rename the key or fix \
+                 field rollout",
+                document.rollout
+            ));
+        }
+        let arm = |track: Track, spec: &modelrollout_api::routing::RoutingArm| {
+            let field = if track.is_canary() { "canary.endpoint" } else { "stable.endpoint" };
+            let upstream = Upstream::parse(&spec.endpoint).map_err(|why| {
+                format!("routing document field {field} is {:?}: {why}", spec.endpoint)
+            })?;
+            Ok::<_, String>(Arm {
+                track,
+                model: spec.model.clone(),
+                model_json: encode_model(&spec.model),
+                upstream,
+                credential: spec.credential.clone(),
+                metrics: metrics.arm(
+                    &document.rollout,
+                    &document.namespace,
+                    &spec.model,
+                    track.is_canary(),
+                ),
+            })
+        };
+        let stable = arm(Track::Stable, &document.stable)?;
+        let canary = arm(Track::Canary, &document.canary)?;
+        let sticky_headers = document
+            .stickiness
+            .headers
+            .iter()
+            .map(|h| {
+                HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                    format!(
+                        "routing document field stickiness.headers has {h:?}: not a header name"
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Route {
+            key: key.to_owned(),
+            hasher: StickyHasher::new(&document.namespace, &document.rollout),
+            sticky_headers,
+            raw: Bytes::copy_from_slice(raw),
+            retired: false,
+            document,
+            stable,
+            canary,
+        })
+    }
+
+    /// The alias this route serves.
+    pub fn alias(&self) -> &str {
+        &self.document.model
+    }
+
+    /// The canary weight in effect (0 when retired).
+    pub fn weight(&self) -> u32 {
+        if self.retired { 0 } else { self.document.canary_weight.min(100) }
+    }
+
+    /// The arm for `track`.
+    pub fn arm(&self, track: Track) -> &Arm {
+        match track {
+            Track::Stable => &self.stable,
+            Track::Canary => &self.canary,
+        }
+    }
+
+    /// Picks the arm of a request by its sticky key (see [`crate::split`]).
+    pub fn choose(&self, headers: &HeaderMap, body: Option<&InspectedBody<'_>>) -> Track {
+        let weight = self.weight();
+        if weight == 0 {
+            return Track::Stable;
+        }
+        if weight >= 100 {
+            return Track::Canary;
+        }
+        let bucket = self
+            .sticky_headers
+            .iter()
+            .find_map(|name| headers.get(name))
+            .map(|value| self.hasher.bucket(value.as_bytes()))
+            .or_else(|| {
+                let field = self.document.stickiness.body_field.as_deref()?;
+                let value = body?.sticky_value(field)?;
+                Some(self.hasher.bucket(&value))
+            })
+            .unwrap_or_else(random_bucket);
+        track_for(bucket, weight)
+    }
+
+    fn retire(&self) -> Route {
+        Route { retired: true, ..self.clone() }
+    }
+}
+
+/// The merged, immutable routing table.
+#[derive(Debug, Default)]
+pub struct RoutingTable {
+    /// Number of tables published before this one, plus one (0 = nothing loaded yet).
+    pub generation: u64,
+    by_alias: HashMap<String, Arc<Route>>,
+}
+
+impl RoutingTable {
+    /// True once a table has been loaded from the source (even an empty one).
+    pub fn is_loaded(&self) -> bool {
+        self.generation > 0
+    }
+
+    /// The route serving `alias`.
+    pub fn route(&self, alias: &str) -> Option<&Arc<Route>> {
+        self.by_alias.get(alias)
+    }
+
+    /// Served aliases, sorted.
+    pub fn aliases(&self) -> Vec<&str> {
+        let mut aliases: Vec<&str> = self.by_alias.keys().map(String::as_str).collect();
+        aliases.sort_unstable();
+        aliases
+    }
+
+    /// Every route, sorted by alias.
+    pub fn routes(&self) -> Vec<&Arc<Route>> {
+        let mut routes: Vec<&Arc<Route>> = self.by_alias.values().collect();
+        routes.sort_unstable_by(|a, b| a.alias().cmp(b.alias()));
+        routes
+    }
+
+    /// The `/admin/status` view.
+    pub fn status(&self) -> TableStatus<'_> {
+        TableStatus {
+            loaded: self.is_loaded(),
+            generation: self.generation,
+            routes: self
+                .routes()
+                .into_iter()
+                .map(|route| RouteStatus {
+                    model: route.alias(),
+                    key: &route.key,
+                    rollout: &route.document.rollout,
+                    namespace: &route.document.namespace,
+                    document_generation: route.document.generation,
+                    phase: route.document.phase.as_str(),
+                    canary_weight: route.weight(),
+                    retired: route.retired,
+                    stable: ArmStatus::of(&route.stable),
+                    canary: ArmStatus::of(&route.canary),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `/admin/status` JSON: the table.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableStatus<'a> {
+    /// A table has been loaded.
+    pub loaded: bool,
+    /// Published table count.
+    pub generation: u64,
+    /// One entry per alias.
+    pub routes: Vec<RouteStatus<'a>>,
+}
+
+/// `/admin/status` JSON: one route.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteStatus<'a> {
+    /// Alias.
+    pub model: &'a str,
+    /// Source key.
+    pub key: &'a str,
+    /// Rollout name.
+    pub rollout: &'a str,
+    /// Rollout namespace.
+    pub namespace: &'a str,
+    /// The rollout generation the document was written from.
+    pub document_generation: i64,
+    /// The rollout phase in the document.
+    pub phase: &'a str,
+    /// Weight in effect.
+    pub canary_weight: u32,
+    /// The document is gone; stable serves everything.
+    pub retired: bool,
+    /// Stable arm.
+    pub stable: ArmStatus<'a>,
+    /// Canary arm.
+    pub canary: ArmStatus<'a>,
+}
+
+/// `/admin/status` JSON: one arm with its local counters.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArmStatus<'a> {
+    /// Upstream model.
+    pub model: &'a str,
+    /// Upstream endpoint.
+    pub endpoint: &'a str,
+    /// Credential name (never its value).
+    pub credential: Option<&'a str>,
+    /// Upstream attempts counted since start.
+    pub requests: u64,
+    /// Of which errors.
+    pub errors: u64,
+}
+
+impl<'a> ArmStatus<'a> {
+    fn of(arm: &'a Arm) -> Self {
+        ArmStatus {
+            model: &arm.model,
+            endpoint: &arm.upstream.endpoint,
+            credential: arm.credential.as_deref(),
+            requests: arm.metrics.request_count(),
+            errors: arm.metrics.error_count(),
+        }
+    }
+}
+
+/// Builds successive tables from complete snapshots of the documents, remembering what it
+/// refused so a bad document is reported once, not on every rescan.
+#[derive(Debug, Default)]
+pub struct TableUpdater {
+    refused: HashMap<String, Bytes>,
+}
+
+/// One refused document: the key and the one-line reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The key / file name.
+    pub key: String,
+    /// Why, and what stays in effect.
+    pub reason: String,
+}
+
+impl TableUpdater {
+    /// Merges `snapshot` (every key → its bytes, as the source holds them now) over `current`.
+    /// Returns the new table when anything changed (always on the first load) and the documents
+    /// newly refused; counters and log lines are emitted here.
+    pub fn apply(
+        &mut self,
+        current: &RoutingTable,
+        snapshot: &BTreeMap<String, Bytes>,
+        metrics: &Metrics,
+    ) -> (Option<RoutingTable>, Vec<Refusal>) {
+        let previous_by_key: HashMap<&str, &Arc<Route>> =
+            current.by_alias.values().map(|r| (r.key.as_str(), r)).collect();
+        let mut refusals = Vec::new();
+        let mut refuse = |key: &str, raw: &Bytes, reason: String, keeps: Option<&Route>| {
+            let keeps = match keeps {
+                Some(r) if !r.retired => format!(
+                    "keeping the last good entry (generation {}, weight {}%)",
+                    r.document.generation,
+                    r.weight()
+                ),
+                _ => "the key serves nothing until it is fixed".to_owned(),
+            };
+            if self.refused.get(key) != Some(raw) {
+                self.refused.insert(key.to_owned(), raw.clone());
+                metrics.reload_failed();
+                tracing::warn!(key, "routing document refused: {reason}; {keeps}");
+                refusals.push(Refusal { key: key.to_owned(), reason });
+            }
+        };
+
+        // Candidates: (key, route, fresh) where fresh means built from new bytes.
+        let mut candidates: Vec<(&str, Arc<Route>, Option<&Bytes>)> = Vec::new();
+        for (key, raw) in snapshot {
+            let previous = previous_by_key.get(key.as_str()).filter(|r| !r.retired);
+            if let Some(previous) = previous
+                && previous.raw == *raw
+            {
+                candidates.push((key, Arc::clone(previous), None));
+                continue;
+            }
+            match Route::build(key, raw, metrics) {
+                Ok(route) => candidates.push((key, Arc::new(route), Some(raw))),
+                Err(reason) => {
+                    refuse(key, raw, reason, previous.map(|r| &***r));
+                    if let Some(previous) = previous {
+                        candidates.push((key, Arc::clone(previous), None));
+                    }
+                }
+            }
+        }
+        // Incumbents (keys keeping the alias they already serve) first, then by key.
+        let incumbent = |key: &str, route: &Route| {
+            current.by_alias.get(route.alias()).is_some_and(|r| r.key == key && !r.retired)
+        };
+        candidates.sort_by(|a, b| {
+            incumbent(b.0, &b.1).cmp(&incumbent(a.0, &a.1)).then_with(|| a.0.cmp(b.0))
+        });
+
+        let mut by_alias: HashMap<String, Arc<Route>> = HashMap::with_capacity(candidates.len());
+        let mut accepted: Vec<&str> = Vec::new();
+        for (key, route, fresh) in candidates {
+            if let Some(owner) = by_alias.get(route.alias()) {
+                let reason = format!(
+                    "it claims model {:?}, already served by rollout {}/{} (key {})",
+                    route.alias(),
+                    owner.document.namespace,
+                    owner.document.rollout,
+                    owner.key
+                );
+                let previous = previous_by_key.get(key).filter(|r| !r.retired);
+                if let Some(raw) = fresh {
+                    refuse(key, raw, reason, previous.map(|r| &***r));
+                }
+                if let Some(previous) = previous
+                    && !by_alias.contains_key(previous.alias())
+                {
+                    by_alias.insert(previous.alias().to_owned(), Arc::clone(previous));
+                }
+                continue;
+            }
+            if fresh.is_some() {
+                accepted.push(key);
+            }
+            by_alias.insert(route.alias().to_owned(), route);
+        }
+        // Keys that vanished: their aliases go to stable until claimed again.
+        for route in current.by_alias.values() {
+            if !snapshot.contains_key(&route.key) && !by_alias.contains_key(route.alias()) {
+                let retired =
+                    if route.retired { Arc::clone(route) } else { Arc::new(route.retire()) };
+                if !route.retired {
+                    tracing::info!(
+                        key = %route.key,
+                        "routing key removed: model {:?} now goes to its stable arm ({}) only",
+                        route.alias(),
+                        route.stable.model
+                    );
+                }
+                by_alias.insert(route.alias().to_owned(), retired);
+            }
+        }
+        for key in accepted {
+            self.refused.remove(key);
+        }
+        self.refused.retain(|key, _| snapshot.contains_key(key));
+
+        let unchanged = current.is_loaded()
+            && by_alias.len() == current.by_alias.len()
+            && by_alias
+                .iter()
+                .all(|(alias, r)| current.by_alias.get(alias).is_some_and(|c| Arc::ptr_eq(c, r)));
+        if unchanged {
+            return (None, refusals);
+        }
+        let generation = current.generation + 1;
+        for route in by_alias.values() {
+            metrics.set_weight(&route.document.rollout, &route.document.namespace, route.weight());
+            let changed =
+                current.by_alias.get(route.alias()).is_none_or(|c| !Arc::ptr_eq(c, route));
+            if changed && !route.retired {
+                tracing::info!(
+                    key = %route.key,
+                    "routing: model {:?} → rollout {}/{} generation {}, canary weight {}% \
+                     (stable {} at {}, canary {} at {})",
+                    route.alias(),
+                    route.document.namespace,
+                    route.document.rollout,
+                    route.document.generation,
+                    route.weight(),
+                    route.stable.model,
+                    route.stable.upstream.endpoint,
+                    route.canary.model,
+                    route.canary.upstream.endpoint,
+                );
+            }
+        }
+        metrics.reload_succeeded(generation);
+        (Some(RoutingTable { generation, by_alias }), refusals)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(rollout: &str, alias: &str, weight: u32) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"version":1,"rollout":"{rollout}","namespace":"ai","generation":1,"model":"{alias}",
+            "stable":{{"model":"gpt-4.1","endpoint":"http://127.0.0.1:1/v1"}},
+            "canary":{{"model":"claude","endpoint":"http://127.0.0.1:2/v1/","credential":"relay/api-key"}},
+            "canaryWeight":{weight},"stickiness":{{"headers":["X-Session-ID"],"bodyField":"user"}},
+            "phase":"Progressing"}}"#
+        ))
+    }
+
+    fn snapshot(entries: &[(&str, Bytes)]) -> BTreeMap<String, Bytes> {
+        entries.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+    }
+
+    struct Harness {
+        metrics: Metrics,
+        updater: TableUpdater,
+        table: RoutingTable,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            Harness {
+                metrics: Metrics::new(),
+                updater: TableUpdater::default(),
+                table: RoutingTable::default(),
+            }
+        }
+        /// Applies a snapshot; returns whether a table was published and the refusals.
+        fn apply(&mut self, entries: &[(&str, Bytes)]) -> (bool, Vec<Refusal>) {
+            let (table, refusals) =
+                self.updater.apply(&self.table, &snapshot(entries), &self.metrics);
+            let published = table.is_some();
+            if let Some(table) = table {
+                self.table = table;
+            }
+            (published, refusals)
+        }
+        fn weight(&self, alias: &str) -> Option<u32> {
+            self.table.route(alias).map(|r| r.weight())
+        }
+    }
+
+    /// The first load publishes even an empty table; unchanged snapshots publish nothing.
+    #[test]
+    fn first_load_and_no_op_reloads() {
+        let mut h = Harness::new();
+        assert!(!h.table.is_loaded());
+        assert_eq!(h.apply(&[]), (true, vec![]));
+        assert!(h.table.is_loaded());
+        assert_eq!(h.apply(&[]), (false, vec![]));
+        assert!(h.apply(&[("chat.json", doc("chat", "chat-default", 5))]).0);
+        assert_eq!(h.apply(&[("chat.json", doc("chat", "chat-default", 5))]), (false, vec![]));
+        assert_eq!(h.table.generation, 2);
+        assert_eq!(h.metrics.reload_counts(), (2, 0));
+    }
+
+    /// A bad document keeps the last good entry, counts one failure, and is reported once.
+    #[test]
+    fn bad_document_keeps_last_good() {
+        let mut h = Harness::new();
+        h.apply(&[("chat.json", doc("chat", "chat-default", 25))]);
+        let bad = Bytes::from_static(br#"{"version":1,"rollout":"chat""#);
+        let (published, refusals) = h.apply(&[("chat.json", bad.clone())]);
+        assert!(!published);
+        assert_eq!(refusals.len(), 1);
+        assert_eq!(refusals[0].key, "chat.json");
+        assert_eq!(h.weight("chat-default"), Some(25));
+        assert_eq!(h.apply(&[("chat.json", bad)]), (false, vec![]));
+        assert_eq!(h.metrics.reload_counts().1, 1);
+        // Fixing it applies the new content.
+        assert!(h.apply(&[("chat.json", doc("chat", "chat-default", 50))]).0);
+        assert_eq!(h.weight("chat-default"), Some(50));
+    }
+
+    /// Refusal reasons name the problem: invalid weight, key/rollout mismatch.
+    #[test]
+    fn refusal_reasons() {
+        let table: [(&str, Bytes, &str); 3] = [
+            ("chat.json", doc("chat", "chat-default", 140), "canaryWeight"),
+            ("other.json", doc("chat", "chat-default", 5), "\"chat.json\""),
+            ("chat.json", Bytes::from_static(b"not json"), "cannot be read"),
+        ];
+        for (key, raw, needle) in table {
+            let mut h = Harness::new();
+            let (_, refusals) = h.apply(&[(key, raw)]);
+            assert_eq!(refusals.len(), 1, "{key}");
+            assert!(refusals[0].reason.contains(needle), "{}", refusals[0].reason);
+            assert!(h.table.route("chat-default").is_none());
+        }
+    }
+
+    /// A second rollout claiming a served alias is refused; the incumbent keeps serving.
+    #[test]
+    fn alias_conflicts() {
+        let mut h = Harness::new();
+        h.apply(&[("b.json", doc("b", "chat-default", 10))]);
+        let (_, refusals) = h.apply(&[
+            ("a.json", doc("a", "chat-default", 90)),
+            ("b.json", doc("b", "chat-default", 10)),
+        ]);
+        assert_eq!(refusals.len(), 1);
+        assert_eq!(refusals[0].key, "a.json");
+        assert!(
+            refusals[0].reason.contains("already served by rollout ai/b"),
+            "{}",
+            refusals[0].reason
+        );
+        assert_eq!(h.table.route("chat-default").unwrap().key, "b.json");
+        // Two new claims at once: the key sorting first wins.
+        let mut h = Harness::new();
+        let (_, refusals) =
+            h.apply(&[("y.json", doc("y", "m", 10)), ("x.json", doc("x", "m", 20))]);
+        assert_eq!(h.table.route("m").unwrap().key, "x.json");
+        assert_eq!(refusals[0].key, "y.json");
+    }
+
+    /// A removed key retires its alias to stable; a new document may claim it.
+    #[test]
+    fn removed_key_retires_to_stable() {
+        let mut h = Harness::new();
+        h.apply(&[("chat.json", doc("chat", "chat-default", 50))]);
+        assert!(h.apply(&[]).0);
+        let route = h.table.route("chat-default").unwrap();
+        assert!(route.retired);
+        assert_eq!(route.weight(), 0);
+        assert_eq!(route.choose(&HeaderMap::new(), None), Track::Stable);
+        assert_eq!(h.apply(&[]), (false, vec![]));
+        assert!(h.apply(&[("new.json", doc("new", "chat-default", 100))]).0);
+        let route = h.table.route("chat-default").unwrap();
+        assert!(!route.retired);
+        assert_eq!(route.key, "new.json");
+    }
+
+    /// The sticky key comes from the first present header, then the body field.
+    #[test]
+    fn choose_uses_sticky_key() {
+        let metrics = Metrics::new();
+        let route = Route::build("chat.json", &doc("chat", "m", 50), &metrics).unwrap();
+        let hasher = StickyHasher::new("ai", "chat");
+        for i in 0..200 {
+            let key = format!("session-{i}");
+            let expected = track_for(hasher.bucket(key.as_bytes()), 50);
+            let mut headers = HeaderMap::new();
+            headers.insert("x-session-id", key.parse().unwrap());
+            assert_eq!(route.choose(&headers, None), expected);
+            let body = format!(r#"{{"model":"m","user":"{key}"}}"#);
+            let inspected = InspectedBody::parse(body.as_bytes()).unwrap();
+            assert_eq!(route.choose(&HeaderMap::new(), Some(&inspected)), expected);
+        }
+    }
+
+    /// Upstream URIs join the base path and the client's path below /v1.
+    #[test]
+    fn upstream_uris() {
+        let table = [
+            (
+                "http://127.0.0.1:8080/v1",
+                "/chat/completions",
+                "http://127.0.0.1:8080/v1/chat/completions",
+            ),
+            ("https://api.openai.com/v1/", "/models?x=1", "https://api.openai.com/v1/models?x=1"),
+            ("http://relay:9000", "/embeddings", "http://relay:9000/embeddings"),
+        ];
+        for (endpoint, suffix, expected) in table {
+            assert_eq!(
+                Upstream::parse(endpoint).unwrap().uri(suffix).unwrap().to_string(),
+                expected
+            );
+        }
+        assert!(Upstream::parse("ftp://x").is_err());
+    }
+}

@@ -1,0 +1,189 @@
+//! Streaming: chunks pass through unbuffered, metrics watch them, stalls, aborts and client
+//! hang-ups are handled.
+
+use std::time::Duration;
+
+use modelrollout_mockllm::MockConfig;
+
+use crate::support::*;
+
+/// Each upstream chunk reaches the client while the upstream still holds the rest back: the
+/// proxy does not buffer. The first-token histogram and the usage chunk's tokens are recorded.
+#[tokio::test]
+async fn sse_chunks_flow_through_one_by_one() {
+    let mut upstream = ScriptedUpstream::start().await;
+    let stable = mock(MockConfig::default()).await;
+    let dir = RoutingDir::new();
+    dir.write_json(
+        "chat.json",
+        &document("chat", "chat-default", &stable.base_url(), &upstream.base_url(), 100),
+    );
+    let proxy = start_proxy(&dir, |_| {}).await;
+    let url = format!("{}/chat/completions", proxy.base_url());
+    let client_task =
+        tokio::spawn(async move { open_stream(&url, &chat_stream("chat-default"), &[]).await });
+    let scripted = upstream.next_request().await;
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&scripted.body).unwrap()["model"],
+        CANARY_MODEL
+    );
+    let response = client_task.await.unwrap();
+    assert_eq!(response.headers()["x-modelrollout-track"], "canary");
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    for i in 0..5 {
+        let event =
+            format!(r#"{{"choices":[{{"delta":{{"content":"piece {i}"}}}}],"usage":null}}"#);
+        scripted.chunks.send(sse(&event)).await.unwrap();
+        // The upstream has sent nothing beyond this chunk, so receiving it proves it was not held.
+        let chunk = next_chunk(&mut body).await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&chunk).contains(&format!("piece {i}")));
+    }
+    scripted
+        .chunks
+        .send(sse(r#"{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":13,"total_tokens":20}}"#))
+        .await
+        .unwrap();
+    scripted.chunks.send(sse("[DONE]")).await.unwrap();
+    drop(scripted);
+    let (rest, ended) = read_stream(body).await;
+    assert!(ended.is_ok(), "{ended:?}");
+    assert!(rest.contains("[DONE]"));
+    let text = metrics_text(&proxy).await;
+    assert_eq!(requests(&text, true, "ok"), 1.0);
+    let labels = [("is_canary", "true"), ("type", "prompt")];
+    assert_eq!(metric(&text, "gray_release_tokens_total", &labels), 7.0);
+    let labels = [("is_canary", "true"), ("type", "completion")];
+    assert_eq!(metric(&text, "gray_release_tokens_total", &labels), 13.0);
+    assert_eq!(
+        metric(&text, "gray_release_time_to_first_token_seconds_count", &[("is_canary", "true")]),
+        1.0
+    );
+    proxy.shutdown().await;
+}
+
+/// Streams and plain answers from mockllm count tokens from `usage` (the stream's final usage
+/// chunk included) and observe durations; plain answers record no first-token time.
+#[tokio::test]
+async fn usage_and_durations_from_mockllm() {
+    let stable = mock(MockConfig {
+        chunks: 4,
+        prompt_tokens: 11,
+        completion_tokens: 22,
+        ..MockConfig::default()
+    })
+    .await;
+    let canary = mock(MockConfig::default()).await;
+    let dir = RoutingDir::new();
+    dir.write_json(
+        "chat.json",
+        &document("chat", "chat-default", &stable.base_url(), &canary.base_url(), 0),
+    );
+    let proxy = start_proxy(&dir, |_| {}).await;
+    let response = open_stream(
+        &format!("{}/chat/completions", proxy.base_url()),
+        &chat_stream("chat-default"),
+        &[],
+    )
+    .await;
+    let (text, ended) = read_stream(response.into_body()).await;
+    assert!(ended.is_ok() && text.contains("[DONE]"), "{text}");
+    let answer = post(&proxy.base_url(), "/chat/completions", &chat("chat-default"), &[]).await;
+    assert_eq!(answer.status, 200);
+    let text = metrics_text(&proxy).await;
+    let tokens = |kind| {
+        metric(&text, "gray_release_tokens_total", &[("is_canary", "false"), ("type", kind)])
+    };
+    assert_eq!((tokens("prompt"), tokens("completion")), (22.0, 44.0));
+    assert_eq!(requests(&text, false, "ok"), 2.0);
+    assert_eq!(
+        metric(&text, "gray_release_request_duration_seconds_count", &[("is_canary", "false")]),
+        2.0
+    );
+    assert_eq!(
+        metric(&text, "gray_release_time_to_first_token_seconds_count", &[("is_canary", "false")]),
+        1.0
+    );
+    proxy.shutdown().await;
+}
+
+/// An upstream that cuts its stream mid-way gives the client a broken stream (never a clean
+/// end) and counts status="error", reason="stream_aborted".
+#[tokio::test]
+async fn aborted_stream_is_counted_stream_aborted() {
+    let stable = mock(MockConfig { abort_rate: 1.0, chunks: 6, ..MockConfig::default() }).await;
+    let canary = mock(MockConfig::default()).await;
+    let dir = RoutingDir::new();
+    dir.write_json(
+        "chat.json",
+        &document("chat", "chat-default", &stable.base_url(), &canary.base_url(), 0),
+    );
+    let proxy = start_proxy(&dir, |_| {}).await;
+    let response = open_stream(
+        &format!("{}/chat/completions", proxy.base_url()),
+        &chat_stream("chat-default"),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let (text, ended) = read_stream(response.into_body()).await;
+    assert!(ended.is_err(), "the client must see the cut, got a clean end after {text:?}");
+    assert!(!text.contains("[DONE]"));
+    let metrics = metrics_text(&proxy).await;
+    let labels = [("is_canary", "false"), ("status", "error"), ("reason", "stream_aborted")];
+    assert_eq!(metric(&metrics, "gray_release_requests_total", &labels), 1.0);
+    proxy.shutdown().await;
+}
+
+/// A stream that stalls longer than --idle-timeout is cut and counted as `timeout`.
+#[tokio::test]
+async fn idle_stream_is_cut_after_idle_timeout() {
+    let mut upstream = ScriptedUpstream::start().await;
+    let stable = mock(MockConfig::default()).await;
+    let dir = RoutingDir::new();
+    dir.write_json(
+        "chat.json",
+        &document("chat", "chat-default", &stable.base_url(), &upstream.base_url(), 100),
+    );
+    let proxy = start_proxy(&dir, |c| c.forward.idle_timeout = Duration::from_millis(300)).await;
+    let url = format!("{}/chat/completions", proxy.base_url());
+    let client_task =
+        tokio::spawn(async move { open_stream(&url, &chat_stream("chat-default"), &[]).await });
+    let scripted = upstream.next_request().await;
+    scripted.chunks.send(sse(r#"{"choices":[{"delta":{"content":"a"}}]}"#)).await.unwrap();
+    let (text, ended) = read_stream(client_task.await.unwrap().into_body()).await;
+    assert!(text.contains("\"a\""));
+    assert!(ended.is_err(), "stalled stream must be cut");
+    assert_eq!(requests(&metrics_text(&proxy).await, true, "timeout"), 1.0);
+    drop(scripted);
+    proxy.shutdown().await;
+}
+
+/// A client hanging up mid-stream closes the upstream request (its body sender sees the
+/// receiver gone) and is counted as a client cancellation, not an upstream error.
+#[tokio::test]
+async fn client_disconnect_cancels_the_upstream_request() {
+    let mut upstream = ScriptedUpstream::start().await;
+    let stable = mock(MockConfig::default()).await;
+    let dir = RoutingDir::new();
+    dir.write_json(
+        "chat.json",
+        &document("chat", "chat-default", &stable.base_url(), &upstream.base_url(), 100),
+    );
+    let proxy = start_proxy(&dir, |_| {}).await;
+    let url = format!("{}/chat/completions", proxy.base_url());
+    let client_task =
+        tokio::spawn(async move { open_stream(&url, &chat_stream("chat-default"), &[]).await });
+    let scripted = upstream.next_request().await;
+    scripted.chunks.send(sse(r#"{"choices":[{"delta":{"content":"a"}}]}"#)).await.unwrap();
+    let mut body = client_task.await.unwrap().into_body();
+    assert!(next_chunk(&mut body).await.unwrap().is_ok());
+    drop(body);
+    tokio::time::timeout(Duration::from_secs(10), scripted.chunks.closed())
+        .await
+        .expect("the upstream stream is closed after the client left");
+    let text = metrics_text(&proxy).await;
+    assert_eq!(metric(&text, "gray_release_client_cancelled_total", &[("is_canary", "true")]), 1.0);
+    assert_eq!(requests(&text, true, "stream_aborted"), 0.0);
+    proxy.shutdown().await;
+}
