@@ -749,10 +749,12 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
+    type UsageCase = (&'static [u8], Option<(u64, u64)>);
+
     /// Usage is read from chat, embeddings and Responses API shapes; null and absent are None.
     #[test]
     fn usage_from_sse_lines() {
-        let table: [(&[u8], Option<(u64, u64)>); 7] = [
+        let table: [UsageCase; 7] = [
             (br#"data: {"id":"x","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}"#, Some((12, 34))),
             (br#"data:{"usage": {"prompt_tokens":1}}"#, Some((1, 0))),
             (br#"data: {"id":"x","choices":[{"delta":{"content":"hi"}}],"usage":null}"#, None),
@@ -769,7 +771,7 @@ mod tests {
     /// Usage is read from complete JSON bodies.
     #[test]
     fn usage_from_json_bodies() {
-        let table: [(&[u8], Option<(u64, u64)>); 3] = [
+        let table: [UsageCase; 3] = [
             (br#"{"object":"chat.completion","usage":{"prompt_tokens":3,"completion_tokens":4}}"#, Some((3, 4))),
             (br#"{"object":"list","data":[{"embedding":[0.1]}],"usage":{"prompt_tokens":8,"total_tokens":8}}"#, Some((8, 0))),
             (br#"{"object":"chat.completion"}"#, None),

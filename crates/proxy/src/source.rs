@@ -242,12 +242,14 @@ mod tests {
     /// A ConfigMap's *.json data keys form the snapshot; other keys and no ConfigMap give none.
     #[test]
     fn configmap_keys() {
-        let mut configmap = ConfigMap::default();
-        configmap.data = Some(
-            [("chat.json".to_owned(), "{}".to_owned()), ("README".to_owned(), "x".to_owned())]
-                .into_iter()
-                .collect(),
-        );
+        let configmap = ConfigMap {
+            data: Some(
+                [("chat.json".to_owned(), "{}".to_owned()), ("README".to_owned(), "x".to_owned())]
+                    .into_iter()
+                    .collect(),
+            ),
+            ..ConfigMap::default()
+        };
         let snapshot = configmap_snapshot(Some(&configmap));
         assert_eq!(snapshot.keys().collect::<Vec<_>>(), ["chat.json"]);
         assert!(configmap_snapshot(None).is_empty());
