@@ -8,69 +8,171 @@ use std::str::FromStr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Where a rollout is in its life. Serialised with exactly these names in `status.phase` and in
-/// the routing document.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-pub enum Phase {
-    /// Accepted, but no traffic has moved to the canary yet.
-    #[default]
-    Pending,
-    /// Walking through the steps: traffic is split and analysis runs.
-    Progressing,
-    /// Holding the current weight: `spec.paused`, an indefinite pause step, or an analysis error.
-    Paused,
-    /// The canary took all traffic; the rollout is finished.
-    Promoted,
-    /// The canary failed analysis or was aborted; all traffic is back on stable.
-    RolledBack,
-    /// The rollout cannot proceed (for example an invalid spec); traffic stays where it was.
-    Failed,
+/// Field manager the controller uses for every server-side apply (status and routing ConfigMap).
+pub const FIELD_MANAGER: &str = "modelrollout-controller";
+
+/// Annotation that asks the controller to skip the remaining steps and promote the canary now.
+/// Any new value is acted on once; the plugin writes a timestamp.
+pub const ANNOTATION_PROMOTE: &str = "rollouts.modelops.io/promote";
+/// Annotation that asks the controller to roll back to stable now (reason `ManualAbort`).
+pub const ANNOTATION_ABORT: &str = "rollouts.modelops.io/abort";
+/// Annotation that asks the controller to restart a rolled-back or failed rollout from step 1.
+pub const ANNOTATION_RETRY: &str = "rollouts.modelops.io/retry";
+
+/// Declares a closed set of words: a unit enum with `ALL`, `as_str`, `Display` and `FromStr`,
+/// serialised with exactly the variant names.
+macro_rules! words {
+    (
+        $(#[$meta:meta])*
+        $kind:literal,
+        pub enum $name:ident { $( $(#[$vmeta:meta])* $variant:ident ),+ $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+        pub enum $name { $( $(#[$vmeta])* $variant ),+ }
+
+        impl $name {
+            /// Every word, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The serialised name.
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => stringify!($variant)),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownWord;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::ALL.iter().copied().find(|w| w.as_str() == s).ok_or_else(|| UnknownWord {
+                    kind: $kind,
+                    value: s.to_owned(),
+                    accepted: $name::ALL.iter().map(|w| w.as_str()).collect::<Vec<_>>().join(", "),
+                })
+            }
+        }
+    };
+}
+
+words! {
+    /// Where a rollout is in its life. Serialised with exactly these names in `status.phase` and
+    /// in the routing document.
+    #[derive(Default)]
+    "phase",
+    pub enum Phase {
+        /// Accepted, but no traffic has moved to the canary yet.
+        #[default]
+        Pending,
+        /// Walking through the steps: traffic is split and analysis runs.
+        Progressing,
+        /// Holding the current weight: spec.paused, an indefinite pause step, or an analysis error.
+        Paused,
+        /// The canary took all traffic; the rollout is finished.
+        Promoted,
+        /// The canary failed analysis or was aborted; all traffic is back on stable.
+        RolledBack,
+        /// The rollout cannot proceed (for example an invalid spec); traffic stays where it was.
+        Failed,
+    }
 }
 
 impl Phase {
-    /// Every phase, in lifecycle order.
-    pub const ALL: [Phase; 6] = [
-        Phase::Pending,
-        Phase::Progressing,
-        Phase::Paused,
-        Phase::Promoted,
-        Phase::RolledBack,
-        Phase::Failed,
-    ];
-
-    /// The serialised name, e.g. `"RolledBack"`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Phase::Pending => "Pending",
-            Phase::Progressing => "Progressing",
-            Phase::Paused => "Paused",
-            Phase::Promoted => "Promoted",
-            Phase::RolledBack => "RolledBack",
-            Phase::Failed => "Failed",
-        }
-    }
-
     /// True for phases a rollout does not leave on its own (`Promoted`, `RolledBack`, `Failed`).
     pub const fn is_terminal(self) -> bool {
         matches!(self, Phase::Promoted | Phase::RolledBack | Phase::Failed)
     }
 }
 
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+words! {
+    /// The `type` of each condition in `status.conditions`. `kubectl wait --for=condition=<type>`
+    /// uses these names.
+    "condition type",
+    pub enum ConditionType {
+        /// The rollout is reconciled and its routing matches its status.
+        Ready,
+        /// The rollout is moving through its steps (False once promoted, rolled back or failed).
+        Progressing,
+        /// The canary took all traffic.
+        Promoted,
+        /// Traffic went back to stable after failed analysis or an abort.
+        RolledBack,
+        /// The last analysis passed (False on a failed check or an analysis error).
+        AnalysisHealthy,
+        /// The routing document in the proxy's ConfigMap matches the desired weight.
+        RoutingApplied,
+        /// The spec breaks a rule the CRD schema cannot express; the message says which.
+        InvalidSpec,
     }
 }
 
-impl FromStr for Phase {
-    type Err = UnknownWord;
+words! {
+    /// The `reason` of a condition or an Event: one CamelCase word a machine can match on.
+    "reason",
+    pub enum Reason {
+        /// The canary error rate went over `thresholds.maxErrorRate`.
+        ErrorRateExceeded,
+        /// Canary minus stable error rate went over `thresholds.maxErrorRateIncrease`.
+        ErrorRateIncreaseExceeded,
+        /// Canary p95 latency went over `thresholds.maxLatencyP95`.
+        LatencyExceeded,
+        /// Canary p95 time to first token went over `thresholds.maxTimeToFirstTokenP95`.
+        TimeToFirstTokenExceeded,
+        /// A custom metric fell outside its `min`/`max`.
+        CustomMetricExceeded,
+        /// Prometheus could not answer (unreachable, bad query, no data where data is needed).
+        AnalysisError,
+        /// Analysis passed.
+        AnalysisPassed,
+        /// Too few canary requests to judge yet.
+        InsufficientRequests,
+        /// Someone set the abort annotation.
+        ManualAbort,
+        /// Someone set the promote annotation.
+        ManualPromote,
+        /// Someone set the retry annotation.
+        ManualRetry,
+        /// `spec.paused` is true.
+        PausedBySpec,
+        /// A pause step without a duration waits for a manual promote.
+        WaitingForPromotion,
+        /// A pause step with a duration is running.
+        StepPaused,
+        /// The rollout moved to its next step.
+        StepAdvanced,
+        /// The rollout started from its first step.
+        RolloutStarted,
+        /// All steps completed and the canary took all traffic.
+        RolloutCompleted,
+        /// The spec changed (new generation) and the rollout restarted.
+        SpecChanged,
+        /// The spec breaks a validation rule.
+        InvalidSpec,
+        /// The routing document was written.
+        RoutingUpdated,
+        /// Writing the routing document failed.
+        RoutingFailed,
+    }
+}
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Phase::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| UnknownWord {
-            kind: "phase",
-            value: s.to_owned(),
-            accepted: Phase::ALL.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "),
-        })
+words! {
+    /// The outcome of one analysis run, in `status.lastAnalysis.verdict`.
+    "verdict",
+    pub enum Verdict {
+        /// Every check passed with enough canary requests.
+        Pass,
+        /// At least one check breached its threshold with enough requests to trust it.
+        Fail,
+        /// Too few requests to decide either way.
+        Inconclusive,
+        /// The measurements could not be taken.
+        Error,
     }
 }
 
@@ -123,7 +225,50 @@ mod tests {
     /// Only Promoted, RolledBack and Failed are terminal.
     #[test]
     fn terminal_phases() {
-        let terminal: Vec<_> = Phase::ALL.into_iter().filter(|p| p.is_terminal()).collect();
+        let terminal: Vec<_> = Phase::ALL.iter().copied().filter(|p| p.is_terminal()).collect();
         assert_eq!(terminal, [Phase::Promoted, Phase::RolledBack, Phase::Failed]);
+    }
+
+    /// Condition types, reasons and verdicts serialise and parse with their exact names.
+    #[test]
+    fn other_vocabularies_round_trip() {
+        let names: Vec<(&str, String)> = ConditionType::ALL
+            .iter()
+            .map(|w| (w.as_str(), serde_json::to_string(w).unwrap()))
+            .chain(Reason::ALL.iter().map(|w| (w.as_str(), serde_json::to_string(w).unwrap())))
+            .chain(Verdict::ALL.iter().map(|w| (w.as_str(), serde_json::to_string(w).unwrap())))
+            .collect();
+        for (name, json) in names {
+            assert_eq!(json, format!("\"{name}\""));
+        }
+        let table = [
+            ("Promoted", ConditionType::Promoted.as_str()),
+            ("InvalidSpec", ConditionType::InvalidSpec.as_str()),
+            ("ErrorRateExceeded", Reason::ErrorRateExceeded.as_str()),
+            ("ManualAbort", Reason::ManualAbort.as_str()),
+            ("Inconclusive", Verdict::Inconclusive.as_str()),
+        ];
+        for (expected, actual) in table {
+            assert_eq!(expected, actual);
+        }
+        assert_eq!("AnalysisHealthy".parse::<ConditionType>(), Ok(ConditionType::AnalysisHealthy));
+        assert_eq!("StepAdvanced".parse::<Reason>(), Ok(Reason::StepAdvanced));
+        assert_eq!("Error".parse::<Verdict>(), Ok(Verdict::Error));
+        let err = "Maybe".parse::<Verdict>().unwrap_err().to_string();
+        assert_eq!(err, "unknown verdict \"Maybe\": use one of Pass, Fail, Inconclusive, Error");
+    }
+
+    /// The annotation keys and field manager are spelled as DESIGN.md §2 says.
+    #[test]
+    fn annotation_keys_and_field_manager() {
+        let table = [
+            (ANNOTATION_PROMOTE, "rollouts.modelops.io/promote"),
+            (ANNOTATION_ABORT, "rollouts.modelops.io/abort"),
+            (ANNOTATION_RETRY, "rollouts.modelops.io/retry"),
+            (FIELD_MANAGER, "modelrollout-controller"),
+        ];
+        for (actual, expected) in table {
+            assert_eq!(actual, expected);
+        }
     }
 }

@@ -1,0 +1,664 @@
+//! The `ModelRollout` custom resource (DESIGN.md §2): spec, status and the schema rules the API
+//! server enforces. Doc comments on fields become the `kubectl explain` text, so they say what a
+//! field does, its unit, its default and what happens when it is left out.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{Duration, Phase, Verdict};
+
+/// API group of every resource in this crate.
+pub const GROUP: &str = "rollouts.modelops.io";
+/// API version of [`ModelRollout`].
+pub const VERSION: &str = "v1alpha1";
+
+// === schema patterns (each also enforced in Rust by `validation`) ===
+
+/// A model name or alias: no leading or trailing whitespace.
+pub(crate) const MODEL_NAME_PATTERN: &str = r"^\S(.*\S)?$";
+/// A Kubernetes object name (DNS-1123 subdomain).
+pub(crate) const OBJECT_NAME_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A Secret data key.
+pub(crate) const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
+/// An HTTP header name (RFC 9110 token).
+pub(crate) const HEADER_NAME_PATTERN: &str = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$";
+/// A custom metric name (DNS-1123 label).
+pub(crate) const METRIC_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+// === CEL rules shared by several fields ===
+
+/// Matches DURATION_PATTERN before calling `duration()`, so a malformed string gets the schema's
+/// pattern error instead of a CEL evaluation error.
+macro_rules! positive_duration_rule {
+    ($field:literal) => {
+        Rule::new("self.matches('^([0-9]{1,9}(ms|s|m|h))+$') && duration(self) > duration('0s')")
+            .message(concat!(
+                $field,
+                " must be a duration above zero such as 30s, 5m, 2h or 1h30m (units ms, s, m, h)"
+            ))
+    };
+}
+
+macro_rules! http_url_rule {
+    ($field:literal, $example:literal) => {
+        Rule::new(
+            "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",
+        )
+        .message(concat!(
+            $field,
+            " must be an http:// or https:// URL such as ",
+            $example
+        ))
+    };
+}
+
+/// A progressive rollout of one model alias from a stable model API to a canary, with automatic
+/// rollback on failed analysis.
+// clippy mistakes the repeated `printcolumn(type_ = ...)` items for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "rollouts.modelops.io",
+    version = "v1alpha1",
+    kind = "ModelRollout",
+    plural = "modelrollouts",
+    singular = "modelrollout",
+    shortname = "mro",
+    category = "all",
+    namespaced,
+    status = "ModelRolloutStatus",
+    derive = "PartialEq",
+    doc = "ModelRollout moves the traffic of one model alias from a stable model API to a canary model API step by step, checks error rate, latency and time to first token of both in Prometheus, and rolls back to stable on its own when the canary misbehaves.",
+    printcolumn(
+        name = "Model",
+        type_ = "string",
+        json_path = ".spec.model",
+        description = "Alias clients send as the request body model"
+    ),
+    printcolumn(
+        name = "Stable",
+        type_ = "string",
+        json_path = ".spec.stable.model",
+        description = "Model served to stable traffic"
+    ),
+    printcolumn(
+        name = "Canary",
+        type_ = "string",
+        json_path = ".spec.canary.model",
+        description = "Model served to canary traffic"
+    ),
+    printcolumn(
+        name = "Weight",
+        type_ = "integer",
+        json_path = ".status.canaryWeight",
+        description = "Percent of traffic on the canary"
+    ),
+    printcolumn(
+        name = "Step",
+        type_ = "integer",
+        json_path = ".status.currentStepIndex",
+        description = "Index of the current step in spec.strategy.steps"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pending, Progressing, Paused, Promoted, RolledBack or Failed"
+    ),
+    printcolumn(
+        name = "Canary-Err",
+        type_ = "number",
+        json_path = ".status.lastAnalysis.canary.errorRate",
+        description = "Canary error rate (0..1) in the last analysis"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new(
+    "!(self.stable.model == self.canary.model && self.stable.endpoint == self.canary.endpoint)"
+).message(
+    "spec.stable and spec.canary are identical (same model and endpoint): give spec.canary a different model or endpoint"
+))]
+#[serde(rename_all = "camelCase")]
+pub struct ModelRolloutSpec {
+    /// The model alias clients send in the request body "model" (e.g. chat-default). The proxy
+    /// routes requests for this alias to stable or canary and rewrites "model" to the arm's model.
+    /// Must be unique among the rollouts that share one routing ConfigMap.
+    #[schemars(length(min = 1, max = 253), pattern(MODEL_NAME_PATTERN))]
+    pub model: String,
+
+    /// The model API that serves traffic today. Gets 100 - canaryWeight percent of requests and
+    /// all of them after a rollback.
+    pub stable: ModelTarget,
+
+    /// The model API being rolled out. Gets canaryWeight percent of requests and all of them
+    /// once promoted.
+    pub canary: ModelTarget,
+
+    /// Where the controller publishes the traffic split for the proxy, and how requests stick to
+    /// one arm.
+    pub routing: RoutingSpec,
+
+    /// The steps that move traffic to the canary.
+    pub strategy: Strategy,
+
+    /// How the canary is judged: the Prometheus to ask, how often, over which window, and the
+    /// limits it must stay within.
+    pub analysis: Analysis,
+
+    /// When true the rollout holds at its current weight: no step advances and no analysis
+    /// result changes the weight. Set back to false to continue. Default false.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// One model API: the model name sent upstream, its base URL and, optionally, its API key.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelTarget {
+    /// Model name sent upstream in the request body "model" (e.g. gpt-4.1).
+    #[schemars(length(min = 1, max = 253), pattern(MODEL_NAME_PATTERN))]
+    pub model: String,
+
+    /// OpenAI-compatible base URL, http:// or https://, e.g. https://api.openai.com/v1. The proxy
+    /// appends the request path after /v1 (for example /chat/completions). Never put an API key
+    /// in the URL: use credentialsSecretRef.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = http_url_rule!("endpoint", "https://api.openai.com/v1"))]
+    pub endpoint: String,
+
+    /// The Secret key that holds the API key, sent upstream as "Authorization: Bearer <key>".
+    /// The proxy reads it from its mounted Secret files; it never enters the routing ConfigMap.
+    /// Leave out for an upstream that needs no key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A key of a Secret in the rollout's namespace.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253), pattern(OBJECT_NAME_PATTERN))]
+    pub name: String,
+
+    /// Key inside the Secret's data, e.g. api-key.
+    #[schemars(length(min = 1, max = 253), pattern(SECRET_KEY_PATTERN))]
+    #[x_kube(validation = Rule::new("!self.contains('..')")
+        .message("credentialsSecretRef.key must not contain '..': use the plain key name, e.g. api-key"))]
+    pub key: String,
+}
+
+/// Where the traffic split goes and how a user stays on one arm.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingSpec {
+    /// The proxy's ConfigMap in this namespace. The controller writes key "<rollout name>.json"
+    /// with server-side apply and creates the ConfigMap if absent; several rollouts may share it.
+    pub config_map_ref: ConfigMapRef,
+
+    /// How requests are pinned to one arm. Left out: every request is placed at random.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stickiness: Option<StickinessSpec>,
+}
+
+/// A ConfigMap in the rollout's namespace.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigMapRef {
+    /// Name of the ConfigMap.
+    #[schemars(length(min = 1, max = 253), pattern(OBJECT_NAME_PATTERN))]
+    pub name: String,
+}
+
+/// The sticky key of a request: the first of `headers` present, else `bodyField`, else none.
+/// The same key always lands on the same arm, and a key on the canary at 5% stays there at 25%.
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StickinessSpec {
+    /// Request header names tried in order (case-insensitive), e.g. [X-Session-ID, X-User-ID].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 128), pattern(HEADER_NAME_PATTERN)))]
+    pub headers: Vec<String>,
+
+    /// Top-level field of the JSON request body used when no header is present, e.g. user
+    /// (the OpenAI "user" parameter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub body_field: Option<String>,
+}
+
+/// The path from 0% to 100% canary traffic.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Strategy {
+    /// Steps run in order. Each step either sets the canary weight (setWeight) or pauses
+    /// (pause). A setWeight step holds until an analysis passes with at least
+    /// analysis.minRequests canary requests; a pause with a duration waits that long; a pause
+    /// without one waits for a manual promote. After the last step the canary is promoted to
+    /// 100%. setWeight values must not go down.
+    #[schemars(length(min = 1, max = 50))]
+    #[x_kube(
+        validation = Rule::new("size(self) > 0")
+            .message("spec.strategy.steps must list at least one step, e.g. [{setWeight: 10}, {pause: {duration: 1h}}, {setWeight: 100}]"),
+        validation = Rule::new("self.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()")
+            .message("spec.strategy.steps setWeight values must not go down from one step to the next: order them from smallest to largest")
+    )]
+    pub steps: Vec<Step>,
+}
+
+/// One step: exactly one of setWeight or pause.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("has(self.setWeight) != has(self.pause)").message(
+    "each step in spec.strategy.steps sets exactly one of setWeight or pause: write {setWeight: 10} and {pause: {duration: 1h}} as two steps"
+))]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// Percent of traffic (0-100) to send to the canary from this step on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub set_weight: Option<i32>,
+
+    /// Hold the current weight: for `duration`, or until a manual promote when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseStep>,
+}
+
+/// A pause in the rollout. Analysis keeps running during it, so a failing canary still rolls back.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseStep {
+    /// How long to hold, e.g. 2h. Left out: hold until `kubectl modelrollout promote` (the
+    /// rollouts.modelops.io/promote annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = positive_duration_rule!("pause.duration"))]
+    pub duration: Option<Duration>,
+}
+
+/// What to do when Prometheus cannot answer.
+#[derive(JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OnAnalysisError {
+    /// Hold the current weight and retry at the next interval (phase Paused).
+    #[default]
+    Pause,
+    /// Treat the error as a failed check, counting towards failureLimit.
+    Rollback,
+}
+
+/// How the canary is judged.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("self.minRequestsForRollback <= self.minRequests").message(
+    "spec.analysis.minRequestsForRollback must not exceed spec.analysis.minRequests: lower it (default 10) or raise minRequests (default 100)"
+))]
+#[serde(rename_all = "camelCase")]
+pub struct Analysis {
+    /// The Prometheus that scrapes the proxies' gray_release_* metrics.
+    pub prometheus: PrometheusSpec,
+
+    /// How often checks run, e.g. 60s. At least 1s. Default 60s.
+    #[serde(default = "default_interval")]
+    #[x_kube(
+        validation = positive_duration_rule!("spec.analysis.interval"),
+        validation = Rule::new("!self.matches('^([0-9]{1,9}(ms|s|m|h))+$') || duration(self) >= duration('1s')")
+            .message("spec.analysis.interval must be at least 1s: checking more often only loads Prometheus, e.g. 60s")
+    )]
+    pub interval: Duration,
+
+    /// The PromQL range each check looks back over (the [window] of rate() and
+    /// histogram_quantile()), e.g. 5m. Should cover a few Prometheus scrape intervals.
+    /// Default 5m.
+    #[serde(default = "default_window")]
+    #[x_kube(validation = positive_duration_rule!("spec.analysis.window"))]
+    pub window: Duration,
+
+    /// Canary requests in the window needed before a step may advance; below it the check is
+    /// Inconclusive and the step holds. Default 100.
+    #[serde(default = "default_min_requests")]
+    #[schemars(range(min = 0, max = 1_000_000_000))]
+    pub min_requests: i64,
+
+    /// Canary requests in the window needed before a breached threshold counts as a failure;
+    /// below it the breach is Inconclusive. Default 10.
+    #[serde(default = "default_min_requests_for_rollback")]
+    #[schemars(range(min = 0, max = 1_000_000_000))]
+    pub min_requests_for_rollback: i64,
+
+    /// Consecutive failed checks that trigger a rollback to stable (at least 1). Default 2.
+    #[serde(default = "default_failure_limit")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_limit: i32,
+
+    /// What happens when Prometheus cannot answer: Pause holds the weight and retries; Rollback
+    /// counts it as a failed check. Default Pause.
+    #[serde(default)]
+    pub on_analysis_error: OnAnalysisError,
+
+    /// Limits the canary must stay within. Defaults: maxErrorRate 0.05, maxLatencyP95 2s.
+    #[serde(default)]
+    pub thresholds: Thresholds,
+
+    /// Extra checks as PromQL templates, each with a min and/or max.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub metrics: Vec<CustomMetric>,
+}
+
+/// Where Prometheus answers queries.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrometheusSpec {
+    /// Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090. The
+    /// controller calls <address>/api/v1/query.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = http_url_rule!("spec.analysis.prometheus.address", "http://prometheus.monitoring:9090"))]
+    pub address: String,
+}
+
+/// Built-in limits, each comparing the canary over analysis.window.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Thresholds {
+    /// Highest canary error rate, a fraction from 0 to 1 (0.05 = 5% of requests failed with a
+    /// 5xx, timeout, connection error, rate limit or aborted stream). Default 0.05.
+    #[serde(default = "default_max_error_rate")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_error_rate: f64,
+
+    /// Highest canary error rate minus stable error rate, a fraction from 0 to 1 (0.01 = one
+    /// percentage point worse than stable). Left out: not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_error_rate_increase: Option<f64>,
+
+    /// Highest canary p95 request duration, e.g. 2s or 1500ms. Default 2s.
+    #[serde(default = "default_max_latency_p95")]
+    #[x_kube(validation = positive_duration_rule!("spec.analysis.thresholds.maxLatencyP95"))]
+    pub max_latency_p95: Duration,
+
+    /// Highest canary p95 time to first token of streamed responses, e.g. 800ms. Left out: not
+    /// checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = positive_duration_rule!("spec.analysis.thresholds.maxTimeToFirstTokenP95"))]
+    pub max_time_to_first_token_p95: Option<Duration>,
+}
+
+/// An extra check: a PromQL query that must return one number within [min, max].
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[x_kube(
+    validation = Rule::new("has(self.min) || has(self.max)").message(
+        "each spec.analysis.metrics entry needs min, max or both: e.g. max: 0.02"
+    ),
+    validation = Rule::new("!has(self.min) || !has(self.max) || self.min <= self.max").message(
+        "spec.analysis.metrics min must not be greater than max: swap them"
+    )
+)]
+pub struct CustomMetric {
+    /// Name of the check, shown in status.lastAnalysis.failedChecks; lowercase letters, digits
+    /// and '-', unique within the rollout.
+    #[schemars(length(min = 1, max = 63), pattern(METRIC_NAME_PATTERN))]
+    pub name: String,
+
+    /// PromQL returning a single number. Placeholders replaced before each query:
+    /// {{rollout}} (rollout name), {{namespace}} (its namespace), {{window}} (analysis.window,
+    /// e.g. 5m), {{model}} (spec.model), {{stableModel}} and {{canaryModel}}.
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+
+    /// Lowest acceptable value. Left out: no lower bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+
+    /// Highest acceptable value. Left out: no upper bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+// === defaults (DESIGN.md §2: production practice) ===
+
+/// Default `analysis.interval`.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// Default `analysis.window`.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
+/// Default `analysis.minRequests`.
+pub const DEFAULT_MIN_REQUESTS: i64 = 100;
+/// Default `analysis.minRequestsForRollback`.
+pub const DEFAULT_MIN_REQUESTS_FOR_ROLLBACK: i64 = 10;
+/// Default `analysis.failureLimit`.
+pub const DEFAULT_FAILURE_LIMIT: i32 = 2;
+/// Default `analysis.thresholds.maxErrorRate`.
+pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.05;
+/// Default `analysis.thresholds.maxLatencyP95`.
+pub const DEFAULT_MAX_LATENCY_P95: Duration = Duration::from_secs(2);
+
+fn default_interval() -> Duration {
+    DEFAULT_INTERVAL
+}
+fn default_window() -> Duration {
+    DEFAULT_WINDOW
+}
+fn default_min_requests() -> i64 {
+    DEFAULT_MIN_REQUESTS
+}
+fn default_min_requests_for_rollback() -> i64 {
+    DEFAULT_MIN_REQUESTS_FOR_ROLLBACK
+}
+fn default_failure_limit() -> i32 {
+    DEFAULT_FAILURE_LIMIT
+}
+fn default_max_error_rate() -> f64 {
+    DEFAULT_MAX_ERROR_RATE
+}
+fn default_max_latency_p95() -> Duration {
+    DEFAULT_MAX_LATENCY_P95
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            max_error_rate: DEFAULT_MAX_ERROR_RATE,
+            max_error_rate_increase: None,
+            max_latency_p95: DEFAULT_MAX_LATENCY_P95,
+            max_time_to_first_token_p95: None,
+        }
+    }
+}
+
+impl Analysis {
+    /// Analysis against `prometheus_address` with every other field at its default.
+    pub fn with_defaults(prometheus_address: impl Into<String>) -> Self {
+        Analysis {
+            prometheus: PrometheusSpec { address: prometheus_address.into() },
+            interval: DEFAULT_INTERVAL,
+            window: DEFAULT_WINDOW,
+            min_requests: DEFAULT_MIN_REQUESTS,
+            min_requests_for_rollback: DEFAULT_MIN_REQUESTS_FOR_ROLLBACK,
+            failure_limit: DEFAULT_FAILURE_LIMIT,
+            on_analysis_error: OnAnalysisError::default(),
+            thresholds: Thresholds::default(),
+            metrics: Vec::new(),
+        }
+    }
+}
+
+// === steps, as the controller reads them ===
+
+/// What one step does, once validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepAction {
+    /// Send this percentage of traffic to the canary.
+    SetWeight(u8),
+    /// Hold for this long.
+    PauseFor(Duration),
+    /// Hold until a manual promote.
+    PauseUntilPromoted,
+}
+
+impl Step {
+    /// A step that sets the canary weight.
+    pub fn set_weight(weight: i32) -> Self {
+        Step { set_weight: Some(weight), pause: None }
+    }
+
+    /// A pause step; `None` waits for a manual promote.
+    pub fn pause(duration: Option<Duration>) -> Self {
+        Step { set_weight: None, pause: Some(PauseStep { duration }) }
+    }
+
+    /// What the step does, or `None` when it breaks the rules (both or neither field, weight out
+    /// of 0..=100); `ModelRolloutSpec::validate` reports those.
+    pub fn action(&self) -> Option<StepAction> {
+        match (self.set_weight, &self.pause) {
+            (Some(w), None) => {
+                u8::try_from(w).ok().filter(|w| *w <= 100).map(StepAction::SetWeight)
+            }
+            (None, Some(PauseStep { duration: Some(d) })) => Some(StepAction::PauseFor(*d)),
+            (None, Some(PauseStep { duration: None })) => Some(StepAction::PauseUntilPromoted),
+            _ => None,
+        }
+    }
+}
+
+// === status ===
+
+/// What the controller observed and decided. Written only by the controller (server-side apply,
+/// field manager modelrollout-controller).
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelRolloutStatus {
+    /// metadata.generation of the spec this status describes. A different generation means
+    /// the controller has not seen the latest spec yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Pending, Progressing, Paused, Promoted, RolledBack or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// Percent of traffic (0-100) currently routed to the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub canary_weight: Option<i32>,
+
+    /// Index (from 0) of the step in spec.strategy.steps being run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub current_step_index: Option<i32>,
+
+    /// When the current step started (RFC 3339); pause durations count from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
+
+    /// The most recent analysis: verdict and the measurements behind it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_analysis: Option<AnalysisResult>,
+
+    /// Failed checks in a row; a rollback happens when it reaches spec.analysis.failureLimit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub consecutive_failures: Option<i32>,
+
+    /// One line for humans, e.g. "step 3/7: weight 25%, next check in 60s".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+
+    /// The values of the promote, abort and retry annotations the controller has already acted
+    /// on, so each request is handled once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_annotations: Option<HandledAnnotations>,
+
+    /// Ready, Progressing, Promoted, RolledBack, AnalysisHealthy, RoutingApplied, InvalidSpec.
+    /// `kubectl wait modelrollout/NAME --for=condition=Promoted` waits on these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Annotation values already consumed (see rollouts.modelops.io/promote, /abort, /retry).
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandledAnnotations {
+    /// Value of rollouts.modelops.io/promote last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<String>,
+    /// Value of rollouts.modelops.io/abort last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<String>,
+    /// Value of rollouts.modelops.io/retry last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+}
+
+/// One analysis run.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisResult {
+    /// When the measurements were taken.
+    pub time: Time,
+
+    /// Pass, Fail, Inconclusive (too few requests) or Error (Prometheus could not answer).
+    pub verdict: Verdict,
+
+    /// The canary's measurements over the window.
+    pub canary: ArmMeasurements,
+
+    /// The stable arm's measurements over the same window, for comparison.
+    pub stable: ArmMeasurements,
+
+    /// Values of the custom metrics of spec.analysis.metrics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricValue>,
+
+    /// The checks that breached their limit in this run (empty when the verdict is Pass).
+    #[serde(default)]
+    pub failed_checks: Vec<FailedCheck>,
+
+    /// Why the verdict is Error or Inconclusive, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Measurements of one arm. A missing value means Prometheus had no data for it.
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArmMeasurements {
+    /// Requests in the window.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub requests: i64,
+
+    /// Fraction of requests that failed (0..1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<f64>,
+
+    /// p95 request duration in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p95_seconds: Option<f64>,
+
+    /// p95 time to first token of streamed responses, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_first_token_p95_seconds: Option<f64>,
+}
+
+/// The value of one custom metric.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricValue {
+    /// spec.analysis.metrics[].name.
+    pub name: String,
+    /// The query's result; missing when it returned no data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+}
+
+/// A check that breached its limit.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedCheck {
+    /// errorRate, errorRateIncrease, latencyP95, timeToFirstTokenP95, or a custom metric's name.
+    pub name: String,
+    /// The reason word, e.g. ErrorRateExceeded.
+    pub reason: String,
+    /// The measured value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// The limit it breached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<f64>,
+    /// One line for humans, e.g. "canary error rate 9.1% > 5% (stable 0.6%)".
+    pub message: String,
+}
