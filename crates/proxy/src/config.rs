@@ -53,7 +53,7 @@ pub struct ProxyArgs {
     #[arg(
         long,
         env = "MODELROLLOUT_PROXY_ADMIN_LISTEN",
-        default_value = "127.0.0.1:8081",
+        default_value = "127.0.0.1:9901",
         value_name = "ADDR"
     )]
     pub admin_listen: SocketAddr,
@@ -267,7 +267,7 @@ mod tests {
         assert_eq!(embedded.max_body_bytes, config.max_body_bytes);
         assert_eq!(embedded.shutdown_grace, config.shutdown_grace);
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(config.admin_listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(config.admin_listen.to_string(), "127.0.0.1:9901");
         assert_eq!(
             config.source,
             RoutingSource::Directory { path: "/r".into(), rescan: Duration::from_secs(5) }

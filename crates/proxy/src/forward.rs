@@ -207,9 +207,16 @@ impl Forwarder<'_> {
                     Err(ArmFailure::Error(error)) => {
                         with_track(error.into_response(), Track::Stable)
                     }
-                    Err(ArmFailure::FallBack) => {
-                        with_track(ApiError::not_ready().into_response(), Track::Stable)
-                    }
+                    // Not produced when fall_back is false; answered like an unreachable stable.
+                    Err(ArmFailure::FallBack) => with_track(
+                        ApiError::upstream_unreachable(
+                            "stable",
+                            &route.stable.upstream.endpoint,
+                            "no usable response",
+                        )
+                        .into_response(),
+                        Track::Stable,
+                    ),
                 }
             }
         };

@@ -24,7 +24,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&args.log, &args.log_format);
+    if let Err(error) = init_logging(&args.log, &args.log_format) {
+        eprintln!(
+            "modelrollout-proxy: --log {:?} is not a log filter ({error}); use e.g. info or modelrollout_proxy=debug",
+            args.log
+        );
+        return ExitCode::from(2);
+    }
+    // One process-wide TLS provider, so the Kubernetes client and the upstream client agree.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = args.into_config();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -50,15 +58,18 @@ fn main() -> ExitCode {
     })
 }
 
-fn init_logging(filter: &str, format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+fn init_logging(filter: &str, format: &str) -> Result<(), tracing_subscriber::filter::ParseError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if format == "json" {
         builder.json().init();
     } else {
         builder.init();
     }
+    Ok(())
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {

@@ -102,7 +102,7 @@ impl ProxyHandle {
         format!("http://{}/v1", self.addr)
     }
 
-    /// The admin base URL, e.g. `http://127.0.0.1:8081`.
+    /// The admin base URL, e.g. `http://127.0.0.1:9901`.
     pub fn admin_url(&self) -> String {
         format!("http://{}", self.admin_addr)
     }

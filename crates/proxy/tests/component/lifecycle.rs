@@ -12,7 +12,8 @@ const BINARY: &str = env!("CARGO_BIN_EXE_modelrollout-proxy");
 /// A bad flag or an unreadable routing directory: one line on stderr, non-zero exit.
 #[test]
 fn bad_configuration_is_one_line_and_non_zero() {
-    let table: [(&[&str], i32, &str); 4] = [
+    let table: [(&[&str], i32, &str); 5] = [
+        (&["--routing-dir", "/r", "--log", "modelrollout_proxy=[[["], 2, "--log"),
         (&["--routing-dir", "/r", "--listen", "localhost"], 2, "--listen"),
         (&["--listen", "127.0.0.1:0"], 2, "--routing-dir"),
         (&["--routing-dir", "/r", "--idle-timeout", "3 weeks"], 2, "--idle-timeout"),
