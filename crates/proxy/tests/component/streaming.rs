@@ -187,3 +187,32 @@ async fn client_disconnect_cancels_the_upstream_request() {
     assert_eq!(requests(&text, true, "stream_aborted"), 0.0);
     proxy.shutdown().await;
 }
+
+/// A client hanging up while the upstream has not answered yet cancels the upstream request.
+#[tokio::test]
+async fn client_disconnect_before_the_answer_cancels_upstream() {
+    use tokio::io::AsyncWriteExt;
+    let (held, mut arrivals) = held_upstream().await;
+    let stable = mock(MockConfig::default()).await;
+    let dir = RoutingDir::new();
+    dir.write_json("chat.json", &document("chat", "chat-default", &stable.base_url(), &held, 100));
+    let proxy = start_proxy(&dir, |_| {}).await;
+    let body = chat("chat-default").to_string();
+    let mut connection = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: proxy\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    connection.write_all(head.as_bytes()).await.unwrap();
+    connection.write_all(body.as_bytes()).await.unwrap();
+    let cancelled = tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
+        .await
+        .expect("request reaches the upstream")
+        .unwrap();
+    drop(connection);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), cancelled)
+        .await
+        .expect("the upstream request is cancelled after the client left");
+    assert!(outcome.is_err(), "cancelled, not answered");
+    proxy.shutdown().await;
+}

@@ -305,3 +305,35 @@ impl ScriptedUpstream {
 pub fn sse(data: &str) -> Result<Frame<Bytes>, std::io::Error> {
     Ok(Frame::data(Bytes::from(format!("data: {data}\n\n"))))
 }
+
+// === held upstream ===
+
+/// An upstream that never answers: each request reports its arrival, and the returned receiver
+/// resolves (with an error) once the upstream side of that request was dropped, i.e. cancelled.
+pub async fn held_upstream() -> (String, mpsc::UnboundedReceiver<tokio::sync::oneshot::Receiver<()>>)
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (arrivals_tx, arrivals) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let arrivals_tx = arrivals_tx.clone();
+            let service = hyper::service::service_fn(move |_request: Request<Incoming>| {
+                let (guard, cancelled) = tokio::sync::oneshot::channel::<()>();
+                let _ = arrivals_tx.send(cancelled);
+                async move {
+                    let _guard = guard;
+                    futures::future::pending::<()>().await;
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}/v1"), arrivals)
+}
