@@ -187,15 +187,18 @@ fn explain_shows_field_docs() -> Result<()> {
     let fields = section(&explained, "FIELDS:");
     let mut documented = Vec::new();
     let mut undocumented = Vec::new();
-    // A field line is `  name\t<type>`; its description lines are indented further.
+    // A field line is `  name\t<type>`; its description lines are indented by four spaces.
     for (index, line) in fields.iter().enumerate() {
         let is_field = line.starts_with("  ") && !line.starts_with("   ") && line.contains('<');
         if !is_field {
             continue;
         }
         let name = line.split_whitespace().next().unwrap_or_default().to_owned();
-        let has_doc =
-            fields.get(index + 1).is_some_and(|next| next.starts_with("    ") && is_doc_text(next));
+        // Between the field line and the blank line after it: an optional `  enum: ...`, then docs.
+        let has_doc = fields[index + 1..]
+            .iter()
+            .take_while(|next| !next.trim().is_empty())
+            .any(|next| next.starts_with("    ") && is_doc_text(next));
         if has_doc {
             documented.push(name);
         } else {
