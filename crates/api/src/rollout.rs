@@ -42,16 +42,19 @@ macro_rules! positive_duration_rule {
     };
 }
 
+/// `$value` is the CEL expression of the string to check (`self` or a path below it).
 macro_rules! http_url_rule {
-    ($field:literal, $example:literal) => {
-        Rule::new(
-            "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",
-        )
-        .message(concat!(
-            $field,
-            " must be an http:// or https:// URL such as ",
-            $example
+    ($value:literal, $field:literal, $example:literal) => {
+        Rule::new(concat!(
+            "isURL(",
+            $value,
+            ") && url(",
+            $value,
+            ").getScheme() in ['http', 'https'] && url(",
+            $value,
+            ").getHostname() != ''"
         ))
+        .message(concat!($field, " must be an http:// or https:// URL such as ", $example))
     };
 }
 
@@ -116,11 +119,17 @@ macro_rules! http_url_rule {
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new(
-    "!(self.stable.model == self.canary.model && self.stable.endpoint == self.canary.endpoint)"
-).message(
-    "spec.stable and spec.canary are identical (same model and endpoint): give spec.canary a different model or endpoint"
-))]
+#[x_kube(
+    validation = Rule::new(
+        "!(self.stable.model == self.canary.model && self.stable.endpoint == self.canary.endpoint)"
+    ).message(
+        "spec.stable and spec.canary are identical (same model and endpoint): give spec.canary a different model or endpoint"
+    ),
+    validation = http_url_rule!("self.stable.endpoint", "spec.stable.endpoint", "https://api.openai.com/v1")
+        .field_path(".stable.endpoint"),
+    validation = http_url_rule!("self.canary.endpoint", "spec.canary.endpoint", "https://api.openai.com/v1")
+        .field_path(".canary.endpoint")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelRolloutSpec {
     /// The model alias clients send in the request body "model" (e.g. chat-default). The proxy
@@ -165,8 +174,8 @@ pub struct ModelTarget {
     /// OpenAI-compatible base URL, http:// or https://, e.g. https://api.openai.com/v1. The proxy
     /// appends the request path after /v1 (for example /chat/completions). Never put an API key
     /// in the URL: use credentialsSecretRef.
+    // The http(s) rule sits on ModelRolloutSpec so its message can say which arm.
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = http_url_rule!("endpoint", "https://api.openai.com/v1"))]
     pub endpoint: String,
 
     /// The Secret key that holds the API key, sent upstream as "Authorization: Bearer <key>".
@@ -269,7 +278,7 @@ pub struct PauseStep {
     /// How long to hold, e.g. 2h. Left out: hold until `kubectl modelrollout promote` (the
     /// rollouts.modelops.io/promote annotation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = positive_duration_rule!("pause.duration"))]
+    #[x_kube(validation = positive_duration_rule!("spec.strategy.steps[].pause.duration"))]
     pub duration: Option<Duration>,
 }
 
@@ -347,7 +356,11 @@ pub struct PrometheusSpec {
     /// Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090. The
     /// controller calls <address>/api/v1/query.
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = http_url_rule!("spec.analysis.prometheus.address", "http://prometheus.monitoring:9090"))]
+    #[x_kube(validation = http_url_rule!(
+        "self",
+        "spec.analysis.prometheus.address",
+        "http://prometheus.monitoring:9090"
+    ))]
     pub address: String,
 }
 
