@@ -190,8 +190,9 @@ fn panicking_owner_leaves_nothing_behind() -> Result<()> {
     Ok(())
 }
 
-/// A `testcluster run` process ended by `how` leaves no server and no directory behind.
-fn owner_ending_leaves_nothing_behind(how: Signal) -> Result<()> {
+/// A `testcluster run` process ended by `how` leaves no server and no directory behind;
+/// `graceful`: the process handles the signal, stops the cluster itself and exits 0.
+fn owner_ending_leaves_nothing_behind(how: Signal, graceful: bool) -> Result<()> {
     let mut owner = Command::new(env!("CARGO_BIN_EXE_testcluster"))
         .arg("run")
         .stdin(Stdio::null())
@@ -214,7 +215,8 @@ fn owner_ending_leaves_nothing_behind(how: Signal) -> Result<()> {
     );
 
     signal(owner.id(), how)?;
-    owner.wait()?;
+    let status = owner.wait()?;
+    ensure!(status.success() == graceful, "owner exited with {status} after {how:?}");
     let gone = eventually(TEARDOWN_DEADLINE, || {
         !process_alive(etcd) && !process_alive(apiserver) && !dir.exists()
     });
@@ -232,13 +234,25 @@ fn owner_ending_leaves_nothing_behind(how: Signal) -> Result<()> {
 /// SIGKILL runs no destructor: the supervisor notices its owner's pipe closing.
 #[test]
 fn sigkilled_owner_leaves_nothing_behind() -> Result<()> {
-    owner_ending_leaves_nothing_behind(Signal::KILL)
+    owner_ending_leaves_nothing_behind(Signal::KILL, false)
 }
 
 /// Ctrl-C (SIGINT) stops the foreground cluster cleanly.
 #[test]
 fn interrupted_owner_leaves_nothing_behind() -> Result<()> {
-    owner_ending_leaves_nothing_behind(Signal::INT)
+    owner_ending_leaves_nothing_behind(Signal::INT, true)
+}
+
+/// Runs `testcluster down --dir <dir>` when dropped.
+struct DownOnDrop(PathBuf);
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_testcluster"))
+            .args(["down", "--dir"])
+            .arg(&self.0)
+            .output();
+    }
 }
 
 /// `up` starts a cluster that outlives the command, a second `up` reuses it, `down` removes it.
@@ -259,6 +273,8 @@ fn up_then_down_leaves_nothing_behind() -> Result<()> {
         );
         Ok(String::from_utf8(output.stdout)?)
     };
+    // Should an assertion fail, `down` still runs: a detached cluster outlives this process.
+    let _down_on_drop = DownOnDrop(dir.clone());
     let printed = testcluster(&["up"])?;
     let kubeconfig = printed
         .trim()

@@ -67,29 +67,30 @@ fn main() -> anyhow::Result<()> {
             None => eprintln!("no cluster is running in {}; nothing to stop", dir.display()),
         },
         Action::Run { binaries: bin } => {
-            let cluster = TestCluster::start_with(binaries(bin)?)?;
-            println!("export KUBECONFIG={}", cluster.kubeconfig_path().display());
-            eprintln!("cluster running at {}; Ctrl-C stops it", cluster.server_url());
-            tokio::runtime::Builder::new_current_thread()
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .context("starting the signal handler runtime")?
-                .block_on(wait_for_stop_signal())?;
-            eprintln!("stopping");
-            cluster.stop()?;
+                .context("starting the signal handler runtime")?;
+            runtime.block_on(run_until_stopped(bin))?;
         }
     }
     Ok(())
 }
 
-/// Returns on SIGINT (Ctrl-C) or SIGTERM.
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
+/// Runs a cluster in the foreground until SIGINT (Ctrl-C) or SIGTERM, then stops it.
+async fn run_until_stopped(bin: Option<PathBuf>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    // Handlers first: a Ctrl-C during startup then still stops the cluster cleanly.
     let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let cluster = TestCluster::start_with(binaries(bin)?)?;
+    println!("export KUBECONFIG={}", cluster.kubeconfig_path().display());
+    eprintln!("cluster running at {}; Ctrl-C stops it", cluster.server_url());
     tokio::select! {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
+    eprintln!("stopping");
+    cluster.stop()?;
     Ok(())
 }
