@@ -428,7 +428,8 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 /// The headers sent upstream: the client's minus hop-by-hop, `host` (set from the upstream
-/// URI), `content-length` (recomputed) and `accept-encoding` (identity keeps `usage` readable);
+/// URI), `content-length` (recomputed), `expect` (the body is already read) and
+/// `accept-encoding` (identity keeps `usage` readable);
 /// `authorization` replaced by the arm's credential when it has one.
 fn upstream_headers(client: &HeaderMap, authorization: Option<HeaderValue>) -> HeaderMap {
     let mut headers = client.clone();
@@ -436,6 +437,8 @@ fn upstream_headers(client: &HeaderMap, authorization: Option<HeaderValue>) -> H
     headers.remove(header::HOST);
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::ACCEPT_ENCODING);
+    // The proxy already read the whole body; the upstream gets it at once.
+    headers.remove(header::EXPECT);
     if let Some(value) = authorization {
         headers.insert(header::AUTHORIZATION, value);
     }

@@ -301,9 +301,16 @@ async fn route_by_model(state: &ProxyState, request: Request<Incoming>) -> Respo
         Ok(inspected) => inspected,
         Err(error) => return error.into_response(),
     };
-    let table = state.table.load();
-    let Some(route) = table.route(inspected.model()) else {
-        return ApiError::model_not_found(inspected.model(), &table.aliases()).into_response();
+    // Hold the route, not the table: a reload during this request swaps the table freely.
+    let route = {
+        let table = state.table.load();
+        match table.route(inspected.model()) {
+            Some(route) => Arc::clone(route),
+            None => {
+                return ApiError::model_not_found(inspected.model(), &table.aliases())
+                    .into_response();
+            }
+        }
     };
     let track = route.choose(&parts.headers, Some(&inspected));
     let client_request = ClientRequest {
@@ -312,25 +319,30 @@ async fn route_by_model(state: &ProxyState, request: Request<Incoming>) -> Respo
         headers: &parts.headers,
         body: ClientBody::Rewrite(&inspected),
     };
-    forwarder(state).forward(route, track, &client_request).await
+    forwarder(state).forward(&route, track, &client_request).await
 }
 
 async fn pass_through(state: &ProxyState, request: Request<Incoming>) -> Response<ProxyBody> {
     let (parts, body) = request.into_parts();
-    let table = state.table.load();
-    let route = match parts.headers.get(PASSTHROUGH_MODEL_HEADER) {
-        Some(alias) => {
-            let alias = alias.to_str().unwrap_or_default();
-            match table.route(alias) {
-                Some(route) => route,
-                None => return ApiError::model_not_found(alias, &table.aliases()).into_response(),
+    let route = {
+        let table = state.table.load();
+        let route = match parts.headers.get(PASSTHROUGH_MODEL_HEADER) {
+            Some(alias) => {
+                let alias = alias.to_str().unwrap_or_default();
+                match table.route(alias) {
+                    Some(route) => route,
+                    None => {
+                        return ApiError::model_not_found(alias, &table.aliases()).into_response();
+                    }
+                }
             }
-        }
-        None => match table.routes().as_slice() {
-            [only] => *only,
-            [] => return ApiError::model_not_found("(none given)", &[]).into_response(),
-            _ => return ApiError::ambiguous_route(&table.aliases()).into_response(),
-        },
+            None => match table.routes().as_slice() {
+                [only] => *only,
+                [] => return ApiError::model_not_found("(none given)", &[]).into_response(),
+                _ => return ApiError::ambiguous_route(&table.aliases()).into_response(),
+            },
+        };
+        Arc::clone(route)
     };
     let body = match read_body(state, body, &parts.headers).await {
         Ok(body) => body,
@@ -344,7 +356,7 @@ async fn pass_through(state: &ProxyState, request: Request<Incoming>) -> Respons
         headers: &headers,
         body: ClientBody::Raw(body),
     };
-    forwarder(state).forward(route, Track::Stable, &client_request).await
+    forwarder(state).forward(&route, Track::Stable, &client_request).await
 }
 
 #[derive(Serialize)]

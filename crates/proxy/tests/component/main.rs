@@ -9,3 +9,4 @@ mod openai_python;
 mod reload;
 mod streaming;
 mod support;
+mod tls;
