@@ -373,13 +373,19 @@ fn launch_once(
             ))
         }
         Err(err) => {
-            let port_taken = matches!(&err, Error::ExitedEarly { tail, .. } if tail.contains("address already in use"));
+            let port_taken = lost_a_port(&err);
             if let Err(stop_err) = supervisor.stop(dir, STOP_GRACE) {
                 log!("cleaning up after a failed start: {stop_err}");
             }
             Err(if port_taken { LaunchError::PortTaken(err) } else { LaunchError::Other(err) })
         }
     }
+}
+
+/// Whether a failed start is a server that could not bind the port we picked for it (another
+/// process took it between our probe and its bind): a new attempt with new ports fixes that.
+fn lost_a_port(err: &Error) -> bool {
+    matches!(err, Error::ExitedEarly { tail, .. } if tail.contains("address already in use"))
 }
 
 /// Polls `/readyz` through the pinned kubectl until it answers `ok`, failing fast when a
@@ -570,6 +576,32 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("`kubectl get mro`"), "{text}");
         assert!(text.contains("no such resource"), "{text}");
+    }
+
+    /// Only a server that exited on a taken port makes the start worth retrying.
+    #[test]
+    fn only_a_taken_port_is_retried() {
+        let exited = |tail: &str| Error::ExitedEarly {
+            process: "etcd",
+            log: PathBuf::from("/c/etcd.log"),
+            tail: tail.to_owned(),
+        };
+        let cases = [
+            (exited("listen tcp 127.0.0.1:2379: bind: address already in use"), true),
+            (exited("failed to listen on 127.0.0.1:6443: bind: address already in use"), true),
+            (exited("invalid argument \"x\" for \"--secure-port\""), false),
+            (
+                Error::NotReady {
+                    server: "https://127.0.0.1:1".to_owned(),
+                    seconds: 1,
+                    tail: "address already in use".to_owned(),
+                },
+                false,
+            ),
+        ];
+        for (err, retried) in cases {
+            assert_eq!(lost_a_port(&err), retried, "{err}");
+        }
     }
 
     /// Stdin input reaches the program, and its stdout comes back.
