@@ -54,7 +54,7 @@ const MAX_SSE_LINE_BYTES: usize = 1024 * 1024;
 /// Forwarding knobs (see [`crate::config`] for the flags).
 #[derive(Clone, Debug)]
 pub struct ForwardOptions {
-    /// TCP (+TLS) connect timeout.
+    /// TCP (+TLS) connect timeout (each of the three timeouts: zero disables it).
     pub connect_timeout: Duration,
     /// Time allowed until the upstream's response headers.
     pub first_byte_timeout: Duration,
@@ -132,7 +132,9 @@ impl UpstreamClient {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(options.connect_timeout));
+        http.set_connect_timeout(
+            (!options.connect_timeout.is_zero()).then_some(options.connect_timeout),
+        );
         http.set_keepalive(Some(Duration::from_secs(60)));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
@@ -271,8 +273,13 @@ impl Forwarder<'_> {
             *upstream_request.method_mut() = request.method.clone();
             *upstream_request.uri_mut() = uri.clone();
             *upstream_request.headers_mut() = headers.clone();
+            // A zero first-byte timeout disables it.
+            let first_byte_timeout = match self.options.first_byte_timeout {
+                Duration::ZERO => Duration::MAX,
+                timeout => timeout,
+            };
             let sent = tokio::time::timeout(
-                self.options.first_byte_timeout,
+                first_byte_timeout,
                 self.client.client.request(upstream_request),
             )
             .await;
@@ -665,7 +672,7 @@ impl Body for MeteredBody {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if this.finished {
+                if this.finished || this.idle_timeout.is_zero() {
                     return Poll::Pending;
                 }
                 let timeout = this.idle_timeout;

@@ -108,7 +108,8 @@ pub fn watch_directory(
     Ok(async move {
         // The watcher stops when dropped: keep it for the life of the task.
         let _watcher = watcher;
-        let mut ticker = tokio::time::interval(rescan);
+        // tokio's interval refuses zero; a rescan more often than 100 ms buys nothing.
+        let mut ticker = tokio::time::interval(rescan.max(Duration::from_millis(100)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
         let mut last_error: Option<String> = None;
