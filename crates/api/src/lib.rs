@@ -4,21 +4,74 @@
 pub mod duration;
 pub mod rollout;
 pub mod routing;
+pub mod validation;
 pub mod vocabulary;
 
 pub use duration::{Duration, DurationError};
+pub use rollout::{
+    Analysis, ArmMeasurements, CustomMetric, ModelRollout, ModelRolloutSpec, ModelRolloutStatus,
+    ModelTarget, OnAnalysisError, Step, StepAction,
+};
 pub use routing::{
     ROUTING_DOCUMENT_VERSION, RoutingArm, RoutingDocument, RoutingDocumentError, Stickiness,
 };
+pub use validation::{InvalidSpec, QueryValues, SpecProblem, render_query};
 pub use vocabulary::{
     ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_RETRY, ConditionType, FIELD_MANAGER, Phase,
     Reason, UnknownWord, Verdict,
 };
 
-pub use rollout::{ModelRollout, ModelRolloutSpec, ModelRolloutStatus};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A spec breaks one or more rules.
+    #[error(transparent)]
+    InvalidSpec(#[from] InvalidSpec),
+
+    /// A routing document is malformed or breaks a rule.
+    #[error(transparent)]
+    RoutingDocument(#[from] RoutingDocumentError),
+
+    /// A duration string is malformed.
+    #[error(transparent)]
+    Duration(#[from] DurationError),
+
+    /// A custom metric query template cannot be rendered.
+    #[error("custom metric query has an {problem}")]
+    QueryTemplate {
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+
+    /// An object lacks metadata the operation needs (objects read from the API always have it).
+    #[error("ModelRollout {object} has no metadata.{field}: read it from the API server or set it")]
+    MissingMetadata {
+        /// The object's name, or `<unnamed>`.
+        object: String,
+        /// `name`, `namespace` or `generation`.
+        field: &'static str,
+    },
+}
+
+impl Error {
+    /// A short label for counting failures by kind in metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) => "invalid_spec",
+            Error::RoutingDocument(_) => "routing_document",
+            Error::Duration(_) => "duration",
+            Error::QueryTemplate { .. } => "query_template",
+            Error::MissingMetadata { .. } => "missing_metadata",
+        }
+    }
+}
+
+/// This crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The `ModelRollout` CustomResourceDefinition as installed in a cluster.
-pub fn crd()
--> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+pub fn crd() -> CustomResourceDefinition {
     <ModelRollout as kube::CustomResourceExt>::crd()
 }

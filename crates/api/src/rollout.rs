@@ -3,10 +3,11 @@
 //! field does, its unit, its default and what happens when it is left out.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::{CustomResource, KubeSchema};
+use kube::{CustomResource, KubeSchema, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::routing::{ROUTING_DOCUMENT_VERSION, RoutingArm, RoutingDocument, Stickiness};
 use crate::{Duration, Phase, Verdict};
 
 /// API group of every resource in this crate.
@@ -302,7 +303,7 @@ pub struct Analysis {
     /// The Prometheus that scrapes the proxies' gray_release_* metrics.
     pub prometheus: PrometheusSpec,
 
-    /// How often checks run, e.g. 60s. At least 1s. Default 60s.
+    /// How often checks run, e.g. 60s. At least 1s. Default 1m (60s).
     #[serde(default = "default_interval")]
     #[x_kube(
         validation = positive_duration_rule!("spec.analysis.interval"),
@@ -674,4 +675,373 @@ pub struct FailedCheck {
     pub limit: Option<f64>,
     /// One line for humans, e.g. "canary error rate 9.1% > 5% (stable 0.6%)".
     pub message: String,
+}
+
+// === the routing document of a rollout ===
+
+impl ModelRollout {
+    /// The routing document the controller writes for this rollout at `canary_weight` percent
+    /// in `phase`, validated. Credentials become `<secret>/<key>` names, never secrets.
+    pub fn routing_document(
+        &self,
+        canary_weight: u32,
+        phase: Phase,
+    ) -> crate::Result<RoutingDocument> {
+        let object = self.metadata.name.clone().unwrap_or_else(|| "<unnamed>".to_owned());
+        let missing = |field| crate::Error::MissingMetadata { object: object.clone(), field };
+        let rollout = self.metadata.name.clone().ok_or_else(|| missing("name"))?;
+        let namespace = self.metadata.namespace.clone().ok_or_else(|| missing("namespace"))?;
+        let arm = |target: &ModelTarget| RoutingArm {
+            model: target.model.clone(),
+            endpoint: target.endpoint.clone(),
+            credential: target
+                .credentials_secret_ref
+                .as_ref()
+                .map(|secret| format!("{}/{}", secret.name, secret.key)),
+        };
+        let stickiness = self.spec.routing.stickiness.clone().unwrap_or_default();
+        let document = RoutingDocument {
+            version: ROUTING_DOCUMENT_VERSION,
+            rollout,
+            namespace,
+            generation: self.metadata.generation.unwrap_or(0),
+            model: self.spec.model.clone(),
+            stable: arm(&self.spec.stable),
+            canary: arm(&self.spec.canary),
+            canary_weight,
+            stickiness: Stickiness {
+                headers: stickiness.headers,
+                body_field: stickiness.body_field,
+            },
+            phase,
+        };
+        document.validate()?;
+        Ok(document)
+    }
+
+    /// The ConfigMap key this rollout's routing document lives under: `"<name>.json"`.
+    pub fn routing_key(&self) -> String {
+        crate::routing::config_map_key(&self.name_any())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+    use serde_json::{Value, json};
+
+    /// The example of DESIGN.md §2.
+    const DESIGN_EXAMPLE: &str = r#"
+apiVersion: rollouts.modelops.io/v1alpha1
+kind: ModelRollout
+metadata: {name: chat-assistant, namespace: ai, generation: 3}
+spec:
+  model: chat-default
+  stable:
+    model: gpt-4.1
+    endpoint: https://api.openai.com/v1
+    credentialsSecretRef: {name: openai, key: api-key}
+  canary:
+    model: claude-sonnet-4.5
+    endpoint: http://relay.ai.svc:8080/v1
+    credentialsSecretRef: {name: relay, key: api-key}
+  routing:
+    configMapRef: {name: model-router}
+    stickiness: {headers: [X-Session-ID, X-User-ID], bodyField: user}
+  strategy:
+    steps:
+      - setWeight: 5
+      - pause: {duration: 2h}
+      - setWeight: 25
+      - pause: {duration: 4h}
+      - setWeight: 50
+      - pause: {}
+      - setWeight: 100
+  analysis:
+    prometheus: {address: http://prometheus.monitoring:9090}
+    interval: 60s
+    window: 5m
+    minRequests: 100
+    minRequestsForRollback: 10
+    failureLimit: 2
+    onAnalysisError: Pause
+    thresholds:
+      maxErrorRate: 0.05
+      maxErrorRateIncrease: 0.01
+      maxLatencyP95: 2s
+      maxTimeToFirstTokenP95: 800ms
+    metrics:
+      - name: cost-per-request
+        query: sum(rate(x{rollout="{{rollout}}",rollout_namespace="{{namespace}}"}[{{window}}]))
+        max: 0.02
+  paused: false
+status:
+  observedGeneration: 3
+  phase: Progressing
+  canaryWeight: 25
+  currentStepIndex: 2
+  stepStartedAt: "2026-11-27T10:00:00Z"
+  lastAnalysis:
+    time: "2026-11-27T10:05:00Z"
+    verdict: Pass
+    canary: {requests: 412, errorRate: 0.007, latencyP95Seconds: 1.2, timeToFirstTokenP95Seconds: 0.31}
+    stable: {requests: 3890, errorRate: 0.006, latencyP95Seconds: 1.1, timeToFirstTokenP95Seconds: 0.29}
+    failedChecks: []
+  consecutiveFailures: 0
+  message: "step 3/7: weight 25%, next check in 60s"
+  conditions:
+    - {type: RolledBack, status: "True", reason: ErrorRateExceeded, message: "canary error rate 9.1% > 5%", lastTransitionTime: "2026-11-27T10:00:00Z"}
+"#;
+
+    pub(crate) fn design_example() -> ModelRollout {
+        serde_yaml::from_str(DESIGN_EXAMPLE).unwrap()
+    }
+
+    fn crd_json() -> Value {
+        serde_json::to_value(ModelRollout::crd()).unwrap()
+    }
+
+    /// The DESIGN.md example reads into typed fields and survives a JSON round trip.
+    #[test]
+    fn design_example_round_trips() {
+        let rollout = design_example();
+        let spec = &rollout.spec;
+        assert_eq!(spec.analysis.interval, Duration::from_secs(60));
+        assert_eq!(
+            spec.analysis.thresholds.max_time_to_first_token_p95,
+            Some(Duration::from_millis(800))
+        );
+        assert_eq!(
+            spec.strategy.steps[1].action(),
+            Some(StepAction::PauseFor(Duration::from_secs(7200)))
+        );
+        let status = rollout.status.as_ref().unwrap();
+        assert_eq!(status.phase, Some(Phase::Progressing));
+        assert_eq!(status.last_analysis.as_ref().unwrap().canary.requests, 412);
+        assert_eq!(status.conditions[0].reason, "ErrorRateExceeded");
+        let json = serde_json::to_value(&rollout).unwrap();
+        assert_eq!(serde_json::from_value::<ModelRollout>(json).unwrap(), rollout);
+    }
+
+    /// Fields left out take the defaults of DESIGN.md §2, in Rust as in the schema.
+    #[test]
+    fn defaults_match_design() {
+        let spec: ModelRolloutSpec = serde_json::from_value(json!({
+            "model": "m", "stable": {"model": "a", "endpoint": "http://a"},
+            "canary": {"model": "b", "endpoint": "http://b"},
+            "routing": {"configMapRef": {"name": "r"}},
+            "strategy": {"steps": [{"setWeight": 100}]},
+            "analysis": {"prometheus": {"address": "http://p:9090"}}
+        }))
+        .unwrap();
+        assert_eq!(spec.analysis, Analysis::with_defaults("http://p:9090"));
+        assert!(!spec.paused);
+        let analysis = &crd_json()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+            ["spec"]["properties"]["analysis"]["properties"];
+        let table = [
+            ("interval", json!("1m")),
+            ("window", json!("5m")),
+            ("minRequests", json!(100)),
+            ("minRequestsForRollback", json!(10)),
+            ("failureLimit", json!(2)),
+            ("onAnalysisError", json!("Pause")),
+            ("thresholds", json!({"maxErrorRate": 0.05, "maxLatencyP95": "2s"})),
+        ];
+        for (field, default) in table {
+            assert_eq!(analysis[field]["default"], default, "{field}");
+        }
+    }
+
+    /// Group, names, scope, status subresource and the printer columns of DESIGN.md §2.
+    #[test]
+    fn crd_identity_and_columns() {
+        let crd = crd_json();
+        assert_eq!(crd["metadata"]["name"], "modelrollouts.rollouts.modelops.io");
+        assert_eq!(crd["spec"]["group"], GROUP);
+        assert_eq!(crd["spec"]["scope"], "Namespaced");
+        assert_eq!(crd["spec"]["names"]["shortNames"], json!(["mro"]));
+        let version = &crd["spec"]["versions"][0];
+        assert_eq!(version["name"], VERSION);
+        assert_eq!(version["subresources"]["status"], json!({}));
+        let columns: Vec<(String, String)> = version["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_uppercase(),
+                    c["jsonPath"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let expected = [
+            ("MODEL", ".spec.model"),
+            ("STABLE", ".spec.stable.model"),
+            ("CANARY", ".spec.canary.model"),
+            ("WEIGHT", ".status.canaryWeight"),
+            ("STEP", ".status.currentStepIndex"),
+            ("PHASE", ".status.phase"),
+            ("CANARY-ERR", ".status.lastAnalysis.canary.errorRate"),
+            ("AGE", ".metadata.creationTimestamp"),
+        ];
+        assert_eq!(columns.len(), expected.len());
+        for ((name, path), (want_name, want_path)) in columns.iter().zip(expected) {
+            assert_eq!((name.as_str(), path.as_str()), (want_name, want_path));
+        }
+    }
+
+    /// Walks every schema node below `path`, calling `visit(path, node)`.
+    fn walk(path: &str, node: &Value, visit: &mut dyn FnMut(&str, &Value)) {
+        visit(path, node);
+        if let Some(properties) = node["properties"].as_object() {
+            for (name, child) in properties {
+                walk(&format!("{path}.{name}"), child, visit);
+            }
+        }
+        if node["items"].is_object() {
+            walk(&format!("{path}[]"), &node["items"], visit);
+        }
+    }
+
+    /// Every spec and status field has a description (it is the `kubectl explain` text), strings
+    /// and lists in the spec are bounded (CEL cost estimation), and nothing keeps unknown fields.
+    #[test]
+    fn schema_is_documented_bounded_and_structural() {
+        let crd = crd_json();
+        let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut problems = Vec::new();
+        for part in ["spec", "status"] {
+            walk(part, &root["properties"][part], &mut |path, node| {
+                // Scalar list items are described by their list.
+                let scalar_item = path.ends_with("[]") && node["type"] != "object";
+                if !scalar_item && node["description"].as_str().is_none_or(str::is_empty) {
+                    problems.push(format!("{path} has no description"));
+                }
+                if node.get("x-kubernetes-preserve-unknown-fields").is_some()
+                    || node.get("additionalProperties").is_some()
+                {
+                    problems.push(format!("{path} accepts unknown fields"));
+                }
+                let bounded = match node["type"].as_str() {
+                    Some("string") => node.get("maxLength").is_some() || node.get("enum").is_some(),
+                    Some("array") => node.get("maxItems").is_some(),
+                    _ => true,
+                };
+                if part == "spec" && !bounded {
+                    problems.push(format!("{path} has no maxLength/maxItems"));
+                }
+            });
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    /// Each rule of issue 2 is in the schema with a message that names the field.
+    #[test]
+    fn schema_carries_the_cel_rules() {
+        let json = serde_json::to_string(&ModelRollout::crd()).unwrap();
+        let table = [
+            ("isSorted()", "setWeight values must not go down"),
+            ("size(self) > 0", "spec.strategy.steps must list at least one step"),
+            ("has(self.setWeight) != has(self.pause)", "sets exactly one of setWeight or pause"),
+            ("duration(self) >= duration('1s')", "spec.analysis.interval must be at least 1s"),
+            (
+                "duration(self) > duration('0s')",
+                "spec.analysis.window must be a duration above zero",
+            ),
+            ("has(self.min) || has(self.max)", "needs min, max or both"),
+            (
+                "self.stable.endpoint == self.canary.endpoint",
+                "spec.stable and spec.canary are identical",
+            ),
+            (
+                "url(self.canary.endpoint).getScheme()",
+                "spec.canary.endpoint must be an http:// or https:// URL",
+            ),
+            (
+                "self.minRequestsForRollback <= self.minRequests",
+                "must not exceed spec.analysis.minRequests",
+            ),
+        ];
+        for (rule, message) in table {
+            assert!(json.contains(rule), "rule {rule:?} missing");
+            assert!(json.contains(message), "message {message:?} missing");
+        }
+    }
+
+    /// crds/modelrollout.yaml is what crdgen prints now.
+    #[test]
+    fn committed_crd_is_up_to_date() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../crds/modelrollout.yaml");
+        let committed = std::fs::read_to_string(path).unwrap();
+        let generated = serde_yaml::to_string(&ModelRollout::crd()).unwrap();
+        assert!(
+            committed.ends_with(&generated),
+            "crds/modelrollout.yaml is out of date with the code: run `make crds` and commit it"
+        );
+    }
+
+    /// Step::action reads each step shape, and refuses broken ones.
+    #[test]
+    fn step_actions() {
+        let table = [
+            (Step::set_weight(25), Some(StepAction::SetWeight(25))),
+            (Step::set_weight(0), Some(StepAction::SetWeight(0))),
+            (Step::set_weight(101), None),
+            (Step::set_weight(-1), None),
+            (
+                Step::pause(Some(Duration::from_secs(60))),
+                Some(StepAction::PauseFor(Duration::from_secs(60))),
+            ),
+            (Step::pause(None), Some(StepAction::PauseUntilPromoted)),
+            (Step { set_weight: Some(5), pause: Some(PauseStep::default()) }, None),
+            (Step { set_weight: None, pause: None }, None),
+        ];
+        for (step, action) in table {
+            assert_eq!(step.action(), action, "{step:?}");
+        }
+    }
+
+    /// The routing document carries the spec's arms, secret names (not secrets) and the weight.
+    #[test]
+    fn routing_document_from_rollout() {
+        let rollout = design_example();
+        let doc = rollout.routing_document(25, Phase::Progressing).unwrap();
+        assert_eq!(doc.rollout, "chat-assistant");
+        assert_eq!(doc.namespace, "ai");
+        assert_eq!(doc.generation, 3);
+        assert_eq!(doc.stable.credential.as_deref(), Some("openai/api-key"));
+        assert_eq!(doc.canary.endpoint, "http://relay.ai.svc:8080/v1");
+        assert_eq!(doc.stickiness.headers, ["X-Session-ID", "X-User-ID"]);
+        assert_eq!(doc.config_map_key(), rollout.routing_key());
+        assert_eq!(RoutingDocument::parse(doc.to_json().as_bytes()).unwrap(), doc);
+
+        let table = [
+            (RoutingCase::NoNamespace, "has no metadata.namespace"),
+            (RoutingCase::NoName, "has no metadata.name"),
+            (RoutingCase::Weight(140), "canaryWeight is 140"),
+        ];
+        for (case, expected) in table {
+            let mut rollout = design_example();
+            let weight = match case {
+                RoutingCase::NoNamespace => {
+                    rollout.metadata.namespace = None;
+                    25
+                }
+                RoutingCase::NoName => {
+                    rollout.metadata.name = None;
+                    25
+                }
+                RoutingCase::Weight(w) => w,
+            };
+            let err = rollout.routing_document(weight, Phase::Progressing).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+
+    enum RoutingCase {
+        NoNamespace,
+        NoName,
+        Weight(u32),
+    }
 }

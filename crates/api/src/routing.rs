@@ -344,7 +344,7 @@ fn check_credential(field: &str, credential: &str) -> Result<(), RoutingDocument
 }
 
 /// Two endpoints are the same upstream when they differ only by a trailing slash.
-fn same_endpoint(a: &str, b: &str) -> bool {
+pub(crate) fn same_endpoint(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
@@ -361,7 +361,7 @@ pub(crate) fn is_dns1123_subdomain(s: &str) -> bool {
 }
 
 /// A Secret data key: `[-._a-zA-Z0-9]+`; `..` is refused by the caller.
-fn is_secret_key(s: &str) -> bool {
+pub(crate) fn is_secret_key(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
