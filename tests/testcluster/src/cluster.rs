@@ -96,6 +96,12 @@ impl TestCluster {
         &self.endpoints.kubeconfig
     }
 
+    /// The CA certificate that signed the API server's serving certificate (for clients that
+    /// authenticate with a ServiceAccount token instead of the admin kubeconfig).
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.dir().join("pki").join("ca.crt")
+    }
+
     /// The API server URL, `https://127.0.0.1:<port>`.
     pub fn server_url(&self) -> &str {
         &self.endpoints.server

@@ -115,7 +115,7 @@ fn service_account_tokens_work_under_rbac() -> Result<()> {
     let token = namespace.kubectl_ok(["create", "token", "bot"])?;
     let empty_kubeconfig = cluster.dir().join(format!("{}-empty.kubeconfig", namespace.name()));
     std::fs::write(&empty_kubeconfig, "apiVersion: v1\nkind: Config\n")?;
-    let ca = cluster.dir().join("pki/ca.crt");
+    let ca = cluster.ca_cert_path();
     let as_bot = |args: &[&str]| -> Result<std::process::Output> {
         let mut command = Command::new(cluster.binaries().kubectl());
         command
