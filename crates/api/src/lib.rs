@@ -21,7 +21,9 @@ pub use vocabulary::{
     Reason, UnknownWord, Verdict,
 };
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray,
+};
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
@@ -73,5 +75,33 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The `ModelRollout` CustomResourceDefinition as installed in a cluster.
 pub fn crd() -> CustomResourceDefinition {
-    <ModelRollout as kube::CustomResourceExt>::crd()
+    let mut crd = <ModelRollout as kube::CustomResourceExt>::crd();
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+            unwrap_description_lines(schema);
+        }
+    }
+    crd
+}
+
+/// Joins the hard-wrapped lines of doc comments so `kubectl explain` can wrap them itself;
+/// blank lines (paragraphs) stay.
+fn unwrap_description_lines(schema: &mut JSONSchemaProps) {
+    if let Some(description) = schema.description.as_mut() {
+        *description = description
+            .split("\n\n")
+            .map(|paragraph| paragraph.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+    }
+    for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        unwrap_description_lines(child);
+    }
+    match schema.items.as_mut() {
+        Some(JSONSchemaPropsOrArray::Schema(item)) => unwrap_description_lines(item),
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => {
+            items.iter_mut().for_each(unwrap_description_lines);
+        }
+        None => {}
+    }
 }

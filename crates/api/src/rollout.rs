@@ -728,7 +728,6 @@ impl ModelRollout {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use kube::CustomResourceExt;
     use serde_json::{Value, json};
 
     /// The example of DESIGN.md §2.
@@ -799,7 +798,7 @@ status:
     }
 
     fn crd_json() -> Value {
-        serde_json::to_value(ModelRollout::crd()).unwrap()
+        serde_json::to_value(crate::crd()).unwrap()
     }
 
     /// The DESIGN.md example reads into typed fields and survives a JSON round trip.
@@ -939,7 +938,7 @@ status:
     /// Each rule of issue 2 is in the schema with a message that names the field.
     #[test]
     fn schema_carries_the_cel_rules() {
-        let json = serde_json::to_string(&ModelRollout::crd()).unwrap();
+        let json = serde_json::to_string(&crate::crd()).unwrap();
         let table = [
             ("isSorted()", "setWeight values must not go down"),
             ("size(self) > 0", "spec.strategy.steps must list at least one step"),
@@ -974,7 +973,7 @@ status:
     fn committed_crd_is_up_to_date() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../crds/modelrollout.yaml");
         let committed = std::fs::read_to_string(path).unwrap();
-        let generated = serde_yaml::to_string(&ModelRollout::crd()).unwrap();
+        let generated = serde_yaml::to_string(&crate::crd()).unwrap();
         assert!(
             committed.ends_with(&generated),
             "crds/modelrollout.yaml is out of date with the code: run `make crds` and commit it"
