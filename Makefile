@@ -34,8 +34,10 @@ lint: ## cargo fmt --check and clippy with warnings denied
 
 .PHONY: crds
 crds: ## regenerate crds/modelrollout.yaml from the Rust types
-	mkdir -p crds
-	$(CARGO) run --quiet -p modelrollout-api --bin crdgen > crds/modelrollout.yaml
+	@mkdir -p crds .cache
+	@# through a temporary file: a redirect straight into crds/ would empty it while crdgen compiles
+	$(CARGO) run --quiet -p modelrollout-api --bin crdgen > .cache/crd.yaml
+	mv .cache/crd.yaml crds/modelrollout.yaml
 
 .PHONY: crd-check
 crd-check: ## fail when crds/ differs from what the code generates
