@@ -62,8 +62,10 @@ macro_rules! words {
 }
 
 words! {
-    /// Where a rollout is in its life. Serialised with exactly these names in `status.phase` and
-    /// in the routing document.
+    /// Where the rollout is: Pending (no canary traffic yet), Progressing (walking the steps),
+    /// Paused (holding its weight), Promoted (the canary has all traffic), RolledBack (all traffic
+    /// back on stable) or Failed (cannot proceed; see the conditions). Written with exactly these
+    /// names in status.phase and in the routing document.
     #[derive(Default)]
     "phase",
     pub enum Phase {
@@ -162,7 +164,9 @@ words! {
 }
 
 words! {
-    /// The outcome of one analysis run, in `status.lastAnalysis.verdict`.
+    /// The outcome of one analysis run: Pass (every check passed with enough canary requests),
+    /// Fail (a check breached its limit), Inconclusive (too few requests to judge) or Error
+    /// (the measurements could not be taken).
     "verdict",
     pub enum Verdict {
         /// Every check passed with enough canary requests.
