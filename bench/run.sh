@@ -1,0 +1,357 @@
+#!/usr/bin/env bash
+# make bench: the same modelrollout-mockllm upstream called directly, through modelrollout-proxy,
+# through nginx and through LiteLLM proxy, on loopback, with wrk as the one load tool and
+# mockllm-probe for streams. The proxy under test runs alone on one core; wrk, the probe and the
+# mock share the other. Writes docs/benchmarks.md (figures, machine, exact commands).
+#
+# Knobs (environment): BENCH_DURATION (seconds per wrk run, 5), BENCH_REPS (3), BENCH_WARMUP (2),
+# BENCH_STREAMS (concurrent streams, 1024), BENCH_ARMS ("direct proxy nginx litellm"),
+# BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1), BENCH_OUT (docs/benchmarks.md).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+DURATION=${BENCH_DURATION:-5}
+REPS=${BENCH_REPS:-3}
+WARMUP=${BENCH_WARMUP:-2}
+STREAMS=${BENCH_STREAMS:-1024}
+ARMS=${BENCH_ARMS:-direct proxy nginx litellm}
+PROXY_CPU=${BENCH_PROXY_CPU:-0}
+LOAD_CPU=${BENCH_LOAD_CPU:-1}
+OUT=${BENCH_OUT:-docs/benchmarks.md}
+# LiteLLM is pinned so runs stay comparable; bump it deliberately.
+LITELLM_VERSION=${BENCH_LITELLM_VERSION:-1.108.7}
+
+WORK=$ROOT/.cache/bench
+VENV=$ROOT/.cache/bench-litellm
+BIN=$ROOT/target/release
+MOCK_PORT=18181
+PROXY_PORT=18180
+PROXY_ADMIN_PORT=18190
+NGINX_PORT=18182
+LITELLM_PORT=18183
+
+RESULTS=$WORK/results.jsonl
+COMMANDS=$WORK/commands.txt
+PIDS=()
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Records the command (for docs/benchmarks.md) and runs it.
+run_logged() {
+  printf '%s\n' "$*" | sed "s#$ROOT/##g" >>"$COMMANDS"
+  "$@"
+}
+
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]:-}"; do
+    [[ -n $pid ]] && kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]:-}"; do
+    [[ -n $pid ]] && wait "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+
+# Stops the processes an arm started (the mock stays up for all arms).
+stop_pids() {
+  local pid
+  for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+}
+
+wait_http() { # URL [seconds]
+  local url=$1 deadline=$((SECONDS + ${2:-30}))
+  until curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; do
+    ((SECONDS < deadline)) || die "$url did not answer within ${2:-30}s"
+    sleep 0.2
+  done
+}
+
+# Resident memory in kB of a process and its children (nginx workers, LiteLLM workers).
+rss_kb() {
+  local total=0 pid kb
+  for pid in "$@" $(for p in "$@"; do pgrep -P "$p" 2>/dev/null || true; done); do
+    kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    total=$((total + ${kb:-0}))
+  done
+  echo "$total"
+}
+
+# Samples rss_kb every 100 ms into FILE (the maximum seen) until killed.
+sample_rss() { # FILE PID...
+  local file=$1 max=0 now
+  shift
+  while true; do
+    now=$(rss_kb "$@")
+    ((now > max)) && max=$now && echo "$max" >"$file"
+    sleep 0.1
+  done
+}
+
+result() { # JSON object fields (already formatted) -> one line in results.jsonl
+  printf '{%s}\n' "$1" >>"$RESULTS"
+}
+
+# === tools ===
+
+ensure_tools() {
+  local missing=()
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+  command -v taskset >/dev/null || missing+=(util-linux)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v python3 >/dev/null || missing+=(python3 python3-venv)
+  if ((${#missing[@]})); then
+    log "installing ${missing[*]} (apt)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+}
+
+ensure_litellm() {
+  if [[ ! -x $VENV/bin/python ]]; then
+    log "creating $VENV"
+    python3 -m venv "$VENV"
+  fi
+  if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('litellm') != '$LITELLM_VERSION')" 2>/dev/null; then
+    log "installing litellm[proxy]==$LITELLM_VERSION into $VENV (PyPI)"
+    "$VENV/bin/pip" install -q "litellm[proxy]==$LITELLM_VERSION"
+  fi
+}
+
+build() {
+  log "building release binaries"
+  run_logged cargo build --release -q -p modelrollout-mockllm -p modelrollout-proxy --bins
+}
+
+# === the upstream and the arms ===
+
+mock_config() { # JSON for PUT /control/config
+  curl -fsS -X PUT -H 'content-type: application/json' --data "$1" \
+    "http://127.0.0.1:$MOCK_PORT/control/config" >/dev/null
+}
+
+start_mock() {
+  run_logged taskset -c "$LOAD_CPU" "$BIN/modelrollout-mockllm" --listen "127.0.0.1:$MOCK_PORT" \
+    --worker-threads 1 --record-limit 0 >"$WORK/mock.out" 2>"$WORK/mock.err" &
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$MOCK_PORT/healthz"
+}
+
+start_proxy() {
+  mkdir -p "$WORK/routing" "$WORK/credentials"
+  cat >"$WORK/routing/bench.json" <<EOF
+{"version": 1, "rollout": "bench", "namespace": "bench", "generation": 1, "model": "bench",
+ "stable": {"model": "bench-stable", "endpoint": "http://127.0.0.1:$MOCK_PORT/v1"},
+ "canary": {"model": "bench-canary", "endpoint": "http://127.0.0.1:$MOCK_PORT/v1"},
+ "canaryWeight": 25, "stickiness": {"headers": ["X-Session-ID"], "bodyField": "user"},
+ "phase": "Progressing"}
+EOF
+  run_logged taskset -c "$PROXY_CPU" "$BIN/modelrollout-proxy" --listen "127.0.0.1:$PROXY_PORT" \
+    --admin-listen "127.0.0.1:$PROXY_ADMIN_PORT" --routing-dir "$WORK/routing" \
+    --credentials-dir "$WORK/credentials" --log warn >"$WORK/proxy.out" 2>"$WORK/proxy.err" &
+  ARM_PIDS=($!)
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$PROXY_ADMIN_PORT/readyz"
+}
+
+start_nginx() {
+  mkdir -p "$WORK/nginx"
+  cat >"$WORK/nginx/nginx.conf" <<EOF
+# A plain reverse proxy, as it would sit in front of a model API: one worker (one core),
+# keep-alive to the upstream, no response buffering so SSE streams flow.
+worker_processes 1;
+daemon off;
+user root;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  fastcgi_temp_path $WORK/nginx/fastcgi;
+  uwsgi_temp_path $WORK/nginx/uwsgi;
+  scgi_temp_path $WORK/nginx/scgi;
+  upstream mock {
+    server 127.0.0.1:$MOCK_PORT;
+    keepalive 256;
+  }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_read_timeout 300s;
+    }
+  }
+}
+EOF
+  run_logged taskset -c "$PROXY_CPU" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" \
+    -e "$WORK/nginx/error.log" >"$WORK/nginx.out" 2>&1 &
+  ARM_PIDS=($!)
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$NGINX_PORT/healthz"
+}
+
+start_litellm() {
+  cat >"$WORK/litellm.yaml" <<EOF
+model_list:
+  - model_name: bench
+    litellm_params:
+      model: openai/bench
+      api_base: http://127.0.0.1:$MOCK_PORT/v1
+      api_key: sk-bench
+litellm_settings:
+  telemetry: false
+  drop_params: true
+EOF
+  # Offline: the cost map comes from the package, no telemetry, no UI, quiet logs.
+  LITELLM_MASTER_KEY=$BENCH_API_KEY LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_TELEMETRY=False DISABLE_ADMIN_UI=True \
+    LITELLM_LOG=ERROR NO_DOCS=True \
+    run_logged taskset -c "$PROXY_CPU" "$VENV/bin/litellm" --config "$WORK/litellm.yaml" \
+    --host 127.0.0.1 --port "$LITELLM_PORT" --num_workers 1 \
+    >"$WORK/litellm.out" 2>&1 &
+  ARM_PIDS=($!)
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$LITELLM_PORT/health/liveliness" 120
+}
+
+arm_url() {
+  case $1 in
+    direct) echo "http://127.0.0.1:$MOCK_PORT" ;;
+    proxy) echo "http://127.0.0.1:$PROXY_PORT" ;;
+    nginx) echo "http://127.0.0.1:$NGINX_PORT" ;;
+    litellm) echo "http://127.0.0.1:$LITELLM_PORT" ;;
+  esac
+}
+
+# === measurements ===
+
+wrk_run() { # ARM CONNECTIONS SECONDS -> the BENCH_JSON object
+  local url
+  url="$(arm_url "$1")/v1/chat/completions"
+  run_logged taskset -c "$LOAD_CPU" wrk -t1 -c"$2" -d"$3s" --timeout 10s -s bench/chat.lua "$url" \
+    | sed -n 's/^BENCH_JSON //p'
+}
+
+probe() { # ARM ARGS...
+  local arm=$1
+  shift
+  run_logged taskset -c "$LOAD_CPU" "$BIN/mockllm-probe" \
+    --url "$(arm_url "$arm")/v1/chat/completions" --model bench "$@"
+}
+
+measure_arm() {
+  local arm=$1 rep json
+  ARM_PIDS=()
+  case $arm in
+    direct) ARM_PIDS=("${PIDS[0]}") ;;
+    proxy) start_proxy ;;
+    nginx) start_nginx ;;
+    litellm) start_litellm ;;
+  esac
+  mock_config '{}'
+  curl -fsS -o /dev/null -H 'content-type: application/json' -H "authorization: Bearer $BENCH_API_KEY" \
+    --data '{"model":"bench","messages":[{"role":"user","content":"hi"}]}' \
+    "$(arm_url "$arm")/v1/chat/completions" || die "$arm does not answer a chat completion"
+  sleep 1
+  result "\"arm\":\"$arm\",\"kind\":\"rss_idle\",\"kb\":$(rss_kb "${ARM_PIDS[@]}")"
+
+  log "$arm: warm-up ${WARMUP}s"
+  wrk_run "$arm" 64 "$WARMUP" >/dev/null
+  sample_rss "$WORK/rss_load" "${ARM_PIDS[@]}" &
+  local sampler=$!
+  for rep in $(seq "$REPS"); do
+    for connections in 1 64; do
+      log "$arm: c=$connections rep $rep/${REPS}"
+      json=$(wrk_run "$arm" "$connections" "$DURATION")
+      [[ -n $json ]] || die "wrk printed no result for $arm c=$connections"
+      result "\"arm\":\"$arm\",\"kind\":\"wrk\",\"concurrency\":$connections,\"rep\":$rep,\"result\":$json"
+    done
+  done
+  kill "$sampler" 2>/dev/null || true
+  wait "$sampler" 2>/dev/null || true
+  result "\"arm\":\"$arm\",\"kind\":\"rss_load\",\"kb\":$(cat "$WORK/rss_load" 2>/dev/null || echo 0)"
+
+  log "$arm: streams (TTFT, per chunk)"
+  for rep in $(seq "$REPS"); do
+    json=$(probe "$arm" stream --requests 500 --warmup 50)
+    result "\"arm\":\"$arm\",\"kind\":\"ttft\",\"rep\":$rep,\"result\":$json"
+  done
+  mock_config '{"chunks": 1000}'
+  for rep in $(seq "$REPS"); do
+    json=$(probe "$arm" stream --requests 30 --warmup 5)
+    result "\"arm\":\"$arm\",\"kind\":\"long_stream\",\"chunks\":1000,\"rep\":$rep,\"result\":$json"
+  done
+  log "$arm: $STREAMS concurrent streams"
+  mock_config '{"chunks": 20, "interChunkDelay": "50ms"}'
+  json=$(probe "$arm" concurrent --streams "$STREAMS" --deadline 30s)
+  result "\"arm\":\"$arm\",\"kind\":\"concurrent\",\"result\":$json"
+  mock_config '{}'
+
+  if [[ $arm != direct ]]; then
+    stop_pids "${ARM_PIDS[@]}"
+  fi
+}
+
+machine_json() {
+  python3 - "$@" <<'EOF'
+import json, os, platform, subprocess, sys
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=20).stdout.strip() + \
+               subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=20).stderr.strip()
+    except Exception as error:  # a missing tool is reported, not fatal
+        return f"unknown ({error})"
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
+mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
+print(json.dumps({
+    "cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(int(mem) / 1024 / 1024, 1),
+    "kernel": platform.release(),
+    "rustc": sh("rustc --version"), "wrk": sh("wrk -v 2>&1 | head -1"),
+    "nginx": sh("nginx -v"), "litellm": sh(f"{sys.argv[1]}/bin/python -c \"import importlib.metadata as m; print(m.version('litellm'))\""),
+    "commit": sh("git rev-parse --short HEAD"),
+    "loadavg_start": os.environ.get("BENCH_LOADAVG_START", "unknown"),
+    "loadavg_end": open("/proc/loadavg").read().split()[:3],
+}))
+EOF
+}
+
+main() {
+  # 1 024 streams need ~3 000 descriptors across probe, proxy and mock.
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  # A fresh strong key per run: LiteLLM refuses to start without one; the others ignore it.
+  BENCH_API_KEY=sk-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  export BENCH_API_KEY
+  mkdir -p "$WORK"
+  : >"$RESULTS"
+  : >"$COMMANDS"
+  ensure_tools
+  [[ " $ARMS " == *" litellm "* ]] && ensure_litellm
+  build
+  log "machine: $(nproc) cores; proxy on CPU $PROXY_CPU, wrk + probe + mock on CPU $LOAD_CPU"
+  local started=$SECONDS
+  # Other work on the machine shows in the tails; the report states the load it ran under.
+  BENCH_LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+  export BENCH_LOADAVG_START
+  start_mock
+  local arm
+  for arm in $ARMS; do
+    measure_arm "$arm"
+  done
+  machine_json "$VENV" >"$WORK/machine.json"
+  python3 bench/report.py --results "$RESULTS" --machine "$WORK/machine.json" \
+    --commands "$COMMANDS" --duration "$DURATION" --reps "$REPS" --streams "$STREAMS" \
+    --elapsed $((SECONDS - started)) --out "$OUT"
+  log "wrote $OUT in $((SECONDS - started))s"
+}
+
+main "$@"
