@@ -85,3 +85,44 @@ async fn models_lists_served_aliases() {
     assert_eq!(one["id"], "embed-default");
     proxy.shutdown().await;
 }
+
+/// Until a routing table is loaded (here: the API server cannot be reached) /readyz is 503 and
+/// API requests get 503 `routing_not_loaded`, while /healthz stays 200.
+#[tokio::test]
+async fn not_ready_until_a_table_is_loaded() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let kubeconfig = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        kubeconfig.path(),
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+             clusters: [{{name: c, cluster: {{server: \"https://127.0.0.1:{port}\", insecure-skip-tls-verify: true}}}}]\n\
+             users: [{{name: u, user: {{token: t}}}}]\n\
+             contexts: [{{name: c, context: {{cluster: c, user: u}}}}]\n"
+        ),
+    )
+    .unwrap();
+    let dir = RoutingDir::new();
+    let path = kubeconfig.path().to_owned();
+    let proxy = start_proxy(&dir, move |c| {
+        c.source = modelrollout_proxy::config::RoutingSource::ConfigMap {
+            namespace: "ai".into(),
+            name: "model-router".into(),
+            kubeconfig: Some(path),
+        }
+    })
+    .await;
+    let admin = proxy.admin_url();
+    assert_eq!(get(&format!("{admin}/healthz")).await.status, 200);
+    let readyz = get(&format!("{admin}/readyz")).await;
+    assert_eq!(readyz.status, 503, "{}", readyz.text());
+    let answer = post(&proxy.base_url(), "/chat/completions", &chat("chat-default"), &[]).await;
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.json()["error"]["code"], "routing_not_loaded");
+    let status = get(&format!("{admin}/admin/status")).await.json();
+    assert_eq!(status["ready"], false);
+    assert_eq!(status["table"]["loaded"], false);
+    proxy.shutdown().await;
+}
