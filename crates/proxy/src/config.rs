@@ -129,6 +129,10 @@ pub struct ProxyArgs {
     #[arg(long, env = "MODELROLLOUT_PROXY_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_grace: Duration,
 
+    /// Runtime worker threads; 0 = one per CPU core. A sidecar usually wants 1 or 2.
+    #[arg(long, env = "MODELROLLOUT_PROXY_WORKER_THREADS", default_value_t = 0, value_name = "N")]
+    pub worker_threads: usize,
+
     /// Log filter (tracing-subscriber syntax), e.g. `info` or `modelrollout_proxy=debug`.
     #[arg(long, env = "MODELROLLOUT_PROXY_LOG", default_value = "info", value_name = "FILTER")]
     pub log: String,

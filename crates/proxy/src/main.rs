@@ -33,8 +33,13 @@ fn main() -> ExitCode {
     }
     // One process-wide TLS provider, so the Kubernetes client and the upstream client agree.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let worker_threads = args.worker_threads;
     let config = args.into_config();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        runtime.worker_threads(worker_threads);
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("modelrollout-proxy: cannot start the async runtime: {error}");
