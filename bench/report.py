@@ -31,7 +31,7 @@ def us(value):
 
 
 def ratio(numerator, denominator):
-    if numerator is None or denominator is None:
+    if numerator is None or denominator is None or numerator < 0:
         return "n/a"
     if denominator <= 0:
         return "n/a (nothing added)"
@@ -44,10 +44,12 @@ class Results:
         self.arms = list(dict.fromkeys(row["arm"] for row in rows))
 
     def wrk(self, arm, concurrency, field):
+        # A run that completed no request has no latency: leave it out rather than count zeros.
         return median(
             row["result"][field]
             for row in self.rows
             if row["arm"] == arm and row["kind"] == "wrk" and row["concurrency"] == concurrency
+            and row["result"]["requests"] > 0
         )
 
     def probe(self, arm, kind, field):
@@ -127,8 +129,8 @@ def render(results, machine, commands, args):
     w("## Streaming")
     w("")
     w("TTFT = time from sending the request to the first SSE chunk (8-chunk streams, no artificial "
-      "delay, 500 sequential streams per repetition). Per chunk = added whole-stream time of a "
-      "1 000-chunk stream divided by 1 000. Concurrent = "
+      "delay, sequential streams on one connection: 500 per repetition, LiteLLM 100). Per chunk = added whole-stream time of a "
+      "1 000-chunk stream divided by 1 000 (30 streams per repetition, LiteLLM 5). Concurrent = "
       f"{args.streams} streams at once, one connection each, 20 chunks 50 ms apart (about 1 s), "
       "30 s deadline.")
     w("")

@@ -45,6 +45,30 @@ run_logged() {
   "$@"
 }
 
+# Starts a long-running process in the background, its command logged, and sets SPAWNED to its PID.
+# A simple command run with & is exec'd by the forked shell, so the PID is the process itself.
+spawn() { # LOGFILE COMMAND...
+  local logfile=$1
+  shift
+  printf '%s\n' "$*" | sed "s#$ROOT/##g" >>"$COMMANDS"
+  "$@" >"$logfile" 2>&1 &
+  SPAWNED=$!
+  PIDS+=("$SPAWNED")
+}
+
+# Fails early when a port is taken (say, by a bench that was killed half-way).
+require_free_port() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    die "port $1 is in use: stop whatever listens there (an earlier bench?) and run again"
+  fi
+}
+
+# Waits for URL and checks the process PID is still the one serving.
+wait_started() { # PID URL [seconds]
+  wait_http "$2" "${3:-30}"
+  kill -0 "$1" 2>/dev/null || die "process $1 exited; see the logs in $WORK"
+}
+
 cleanup() {
   local pid
   for pid in "${PIDS[@]:-}"; do
@@ -55,6 +79,7 @@ cleanup() {
   done
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 # Stops the processes an arm started (the mock stays up for all arms).
 stop_pids() {
@@ -136,10 +161,10 @@ mock_config() { # JSON for PUT /control/config
 }
 
 start_mock() {
-  run_logged taskset -c "$LOAD_CPU" "$BIN/modelrollout-mockllm" --listen "127.0.0.1:$MOCK_PORT" \
-    --worker-threads 1 --record-limit 0 >"$WORK/mock.out" 2>"$WORK/mock.err" &
-  PIDS+=($!)
-  wait_http "http://127.0.0.1:$MOCK_PORT/healthz"
+  spawn "$WORK/mock.log" taskset -c "$LOAD_CPU" "$BIN/modelrollout-mockllm" \
+    --listen "127.0.0.1:$MOCK_PORT" --worker-threads 1 --record-limit 0
+  MOCK_PID=$SPAWNED
+  wait_started "$MOCK_PID" "http://127.0.0.1:$MOCK_PORT/healthz"
 }
 
 start_proxy() {
@@ -151,12 +176,11 @@ start_proxy() {
  "canaryWeight": 25, "stickiness": {"headers": ["X-Session-ID"], "bodyField": "user"},
  "phase": "Progressing"}
 EOF
-  run_logged taskset -c "$PROXY_CPU" "$BIN/modelrollout-proxy" --listen "127.0.0.1:$PROXY_PORT" \
-    --admin-listen "127.0.0.1:$PROXY_ADMIN_PORT" --routing-dir "$WORK/routing" \
-    --credentials-dir "$WORK/credentials" --log warn >"$WORK/proxy.out" 2>"$WORK/proxy.err" &
-  ARM_PIDS=($!)
-  PIDS+=($!)
-  wait_http "http://127.0.0.1:$PROXY_ADMIN_PORT/readyz"
+  spawn "$WORK/proxy.log" taskset -c "$PROXY_CPU" "$BIN/modelrollout-proxy" \
+    --listen "127.0.0.1:$PROXY_PORT" --admin-listen "127.0.0.1:$PROXY_ADMIN_PORT" \
+    --routing-dir "$WORK/routing" --credentials-dir "$WORK/credentials" --log warn
+  ARM_PIDS=("$SPAWNED")
+  wait_started "$SPAWNED" "http://127.0.0.1:$PROXY_ADMIN_PORT/readyz"
 }
 
 start_nginx() {
@@ -194,11 +218,10 @@ http {
   }
 }
 EOF
-  run_logged taskset -c "$PROXY_CPU" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" \
-    -e "$WORK/nginx/error.log" >"$WORK/nginx.out" 2>&1 &
-  ARM_PIDS=($!)
-  PIDS+=($!)
-  wait_http "http://127.0.0.1:$NGINX_PORT/healthz"
+  spawn "$WORK/nginx.log" taskset -c "$PROXY_CPU" "$NGINX" -p "$WORK/nginx" \
+    -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log"
+  ARM_PIDS=("$SPAWNED")
+  wait_started "$SPAWNED" "http://127.0.0.1:$NGINX_PORT/healthz"
 }
 
 start_litellm() {
@@ -213,15 +236,15 @@ litellm_settings:
   telemetry: false
   drop_params: true
 EOF
+  # It refuses to start without a master key; exported, so the key stays out of the command log.
+  export LITELLM_MASTER_KEY=$BENCH_API_KEY
   # Offline: the cost map comes from the package, no telemetry, no UI, quiet logs.
-  LITELLM_MASTER_KEY=$BENCH_API_KEY LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_TELEMETRY=False DISABLE_ADMIN_UI=True \
-    LITELLM_LOG=ERROR NO_DOCS=True \
-    run_logged taskset -c "$PROXY_CPU" "$VENV/bin/litellm" --config "$WORK/litellm.yaml" \
-    --host 127.0.0.1 --port "$LITELLM_PORT" --num_workers 1 \
-    >"$WORK/litellm.out" 2>&1 &
-  ARM_PIDS=($!)
-  PIDS+=($!)
-  wait_http "http://127.0.0.1:$LITELLM_PORT/health/liveliness" 120
+  spawn "$WORK/litellm.log" env LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_TELEMETRY=False \
+    DISABLE_ADMIN_UI=True LITELLM_LOG=ERROR NO_DOCS=True \
+    taskset -c "$PROXY_CPU" "$VENV/bin/litellm" --config "$WORK/litellm.yaml" \
+    --host 127.0.0.1 --port "$LITELLM_PORT" --num_workers 1
+  ARM_PIDS=("$SPAWNED")
+  wait_started "$SPAWNED" "http://127.0.0.1:$LITELLM_PORT/health/liveliness" 180
 }
 
 arm_url() {
@@ -253,7 +276,7 @@ measure_arm() {
   local arm=$1 rep json
   ARM_PIDS=()
   case $arm in
-    direct) ARM_PIDS=("${PIDS[0]}") ;;
+    direct) ARM_PIDS=("$MOCK_PID") ;;
     proxy) start_proxy ;;
     nginx) start_nginx ;;
     litellm) start_litellm ;;
@@ -265,8 +288,11 @@ measure_arm() {
   sleep 1
   result "\"arm\":\"$arm\",\"kind\":\"rss_idle\",\"kb\":$(rss_kb "${ARM_PIDS[@]}")"
 
-  log "$arm: warm-up ${WARMUP}s"
-  wrk_run "$arm" 64 "$WARMUP" >/dev/null
+  # LiteLLM imports and compiles lazily on its first requests: give it longer.
+  local warmup=$WARMUP
+  [[ $arm == litellm ]] && ((warmup < 15)) && warmup=15
+  log "$arm: warm-up ${warmup}s"
+  wrk_run "$arm" 64 "$warmup" >/dev/null
   sample_rss "$WORK/rss_load" "${ARM_PIDS[@]}" &
   local sampler=$!
   for rep in $(seq "$REPS"); do
@@ -282,13 +308,16 @@ measure_arm() {
   result "\"arm\":\"$arm\",\"kind\":\"rss_load\",\"kb\":$(cat "$WORK/rss_load" 2>/dev/null || echo 0)"
 
   log "$arm: streams (TTFT, per chunk)"
+  # LiteLLM takes tens of milliseconds per stream: fewer of them keep the run bounded.
+  local ttft_requests=500 long_requests=30
+  [[ $arm == litellm ]] && ttft_requests=100 long_requests=5
   for rep in $(seq "$REPS"); do
-    json=$(probe "$arm" stream --requests 500 --warmup 50)
+    json=$(probe "$arm" stream --requests "$ttft_requests" --warmup 10)
     result "\"arm\":\"$arm\",\"kind\":\"ttft\",\"rep\":$rep,\"result\":$json"
   done
   mock_config '{"chunks": 1000}'
   for rep in $(seq "$REPS"); do
-    json=$(probe "$arm" stream --requests 30 --warmup 5)
+    json=$(probe "$arm" stream --requests "$long_requests" --warmup 2)
     result "\"arm\":\"$arm\",\"kind\":\"long_stream\",\"chunks\":1000,\"rep\":$rep,\"result\":$json"
   done
   log "$arm: $STREAMS concurrent streams"
@@ -342,6 +371,10 @@ main() {
   # Other work on the machine shows in the tails; the report states the load it ran under.
   BENCH_LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
   export BENCH_LOADAVG_START
+  local port
+  for port in $MOCK_PORT $PROXY_PORT $PROXY_ADMIN_PORT $NGINX_PORT $LITELLM_PORT; do
+    require_free_port "$port"
+  done
   start_mock
   local arm
   for arm in $ARMS; do
