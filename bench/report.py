@@ -97,12 +97,18 @@ def render(results, machine, commands, args):
       f"tests) shows in the p99 columns first.")
     w(f"- **Method:** one upstream, `modelrollout-mockllm` with zero artificial latency (1 worker thread), "
       f"called directly and through each proxy on loopback. The proxy under test is pinned to one core "
-      f"(`taskset`), wrk, `mockllm-probe` and the mock share the other. Every arm is warmed up "
+      f"(`taskset`), wrk, `mockllm-probe` and the mock share the other; all of them run at the same raised priority (`nice`, see the commands) so that other work on the machine preempts them less. Every arm is warmed up "
       f"({args.duration} s runs, {args.reps} repetitions, medians reported). Request: a non-streamed "
       f"`POST /v1/chat/completions` (~90 B in, ~450 B out). \"Added\" = the arm's figure minus the same "
       f"figure measured directly, so it is what the proxy costs.")
     w("")
 
+    w("How to read it: medians are stable from run to run; p99 at c=1 on a shared 2-core machine "
+      "is mostly scheduler preemption of the proxy's core by other work (the direct arm never "
+      "touches that core, so it escapes this), so compare the arms' p99 with each other rather than "
+      "with the direct p99. At c=64 the load core (wrk + mock) is saturated, which caps every "
+      "arm's requests/s.")
+    w("")
     w("## Added latency (µs) and throughput")
     w("")
     w("| arm | added p50, c=1 | added p99, c=1 | added p50, c=64 | added p99, c=64 | requests/s, c=64 |")

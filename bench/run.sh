@@ -6,7 +6,7 @@
 #
 # Knobs (environment): BENCH_DURATION (seconds per wrk run, 5), BENCH_REPS (3), BENCH_WARMUP (2),
 # BENCH_STREAMS (concurrent streams, 1024), BENCH_ARMS ("direct proxy nginx litellm"),
-# BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1), BENCH_OUT (docs/benchmarks.md).
+# BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1), BENCH_NICE (-10), BENCH_OUT (docs/benchmarks.md).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,6 +20,9 @@ ARMS=${BENCH_ARMS:-direct proxy nginx litellm}
 PROXY_CPU=${BENCH_PROXY_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
 OUT=${BENCH_OUT:-docs/benchmarks.md}
+# Every measured process (arms, mock, wrk, probe) runs at this niceness, the same for all arms, so
+# that builds running beside the bench on a shared machine preempt them less (tails stay honest).
+NICE=${BENCH_NICE:--10}
 # LiteLLM is pinned so runs stay comparable; bump it deliberately.
 LITELLM_VERSION=${BENCH_LITELLM_VERSION:-1.108.7}
 
@@ -87,6 +90,9 @@ stop_pids() {
   for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
   for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
 }
+
+# The prefix that puts a command on CPU $1 at the bench's niceness.
+on_cpu() { echo nice -n "$NICE" taskset -c "$1"; }
 
 wait_http() { # URL [seconds]
   local url=$1 deadline=$((SECONDS + ${2:-30}))
@@ -161,7 +167,7 @@ mock_config() { # JSON for PUT /control/config
 }
 
 start_mock() {
-  spawn "$WORK/mock.log" taskset -c "$LOAD_CPU" "$BIN/modelrollout-mockllm" \
+  spawn "$WORK/mock.log" $(on_cpu "$LOAD_CPU") "$BIN/modelrollout-mockllm" \
     --listen "127.0.0.1:$MOCK_PORT" --worker-threads 1 --record-limit 0
   MOCK_PID=$SPAWNED
   wait_started "$MOCK_PID" "http://127.0.0.1:$MOCK_PORT/healthz"
@@ -176,7 +182,7 @@ start_proxy() {
  "canaryWeight": 25, "stickiness": {"headers": ["X-Session-ID"], "bodyField": "user"},
  "phase": "Progressing"}
 EOF
-  spawn "$WORK/proxy.log" taskset -c "$PROXY_CPU" "$BIN/modelrollout-proxy" \
+  spawn "$WORK/proxy.log" $(on_cpu "$PROXY_CPU") "$BIN/modelrollout-proxy" \
     --listen "127.0.0.1:$PROXY_PORT" --admin-listen "127.0.0.1:$PROXY_ADMIN_PORT" \
     --routing-dir "$WORK/routing" --credentials-dir "$WORK/credentials" --log warn
   ARM_PIDS=("$SPAWNED")
@@ -218,7 +224,7 @@ http {
   }
 }
 EOF
-  spawn "$WORK/nginx.log" taskset -c "$PROXY_CPU" "$NGINX" -p "$WORK/nginx" \
+  spawn "$WORK/nginx.log" $(on_cpu "$PROXY_CPU") "$NGINX" -p "$WORK/nginx" \
     -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log"
   ARM_PIDS=("$SPAWNED")
   wait_started "$SPAWNED" "http://127.0.0.1:$NGINX_PORT/healthz"
@@ -241,7 +247,7 @@ EOF
   # Offline: the cost map comes from the package, no telemetry, no UI, quiet logs.
   spawn "$WORK/litellm.log" env LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_TELEMETRY=False \
     DISABLE_ADMIN_UI=True LITELLM_LOG=ERROR NO_DOCS=True \
-    taskset -c "$PROXY_CPU" "$VENV/bin/litellm" --config "$WORK/litellm.yaml" \
+    $(on_cpu "$PROXY_CPU") "$VENV/bin/litellm" --config "$WORK/litellm.yaml" \
     --host 127.0.0.1 --port "$LITELLM_PORT" --num_workers 1
   ARM_PIDS=("$SPAWNED")
   wait_started "$SPAWNED" "http://127.0.0.1:$LITELLM_PORT/health/liveliness" 180
@@ -261,14 +267,14 @@ arm_url() {
 wrk_run() { # ARM CONNECTIONS SECONDS -> the BENCH_JSON object
   local url
   url="$(arm_url "$1")/v1/chat/completions"
-  run_logged taskset -c "$LOAD_CPU" wrk -t1 -c"$2" -d"$3s" --timeout 10s -s bench/chat.lua "$url" \
+  run_logged $(on_cpu "$LOAD_CPU") wrk -t1 -c"$2" -d"$3s" --timeout 10s -s bench/chat.lua "$url" \
     | sed -n 's/^BENCH_JSON //p'
 }
 
 probe() { # ARM ARGS...
   local arm=$1
   shift
-  run_logged taskset -c "$LOAD_CPU" "$BIN/mockllm-probe" \
+  run_logged $(on_cpu "$LOAD_CPU") "$BIN/mockllm-probe" \
     --url "$(arm_url "$arm")/v1/chat/completions" --model bench "$@"
 }
 

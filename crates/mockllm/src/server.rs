@@ -151,12 +151,16 @@ impl MockServer {
         options: ServerOptions,
     ) -> std::io::Result<MockServer> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(Self::serve(config, listener, options))
+        Self::serve(config, listener, options)
     }
 
     /// Serves on an already bound listener.
-    pub fn serve(config: MockConfig, listener: TcpListener, options: ServerOptions) -> MockServer {
-        let addr = listener.local_addr().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+    pub fn serve(
+        config: MockConfig,
+        listener: TcpListener,
+        options: ServerOptions,
+    ) -> std::io::Result<MockServer> {
+        let addr = listener.local_addr()?;
         let state = Arc::new(State {
             rng: Mutex::new(rng_for(config.seed)),
             config: RwLock::new(config),
@@ -167,7 +171,7 @@ impl MockServer {
         });
         let (stop, stopped) = watch::channel(false);
         let accept_task = tokio::spawn(accept_loop(listener, state.clone(), stopped));
-        MockServer { addr, state, stop, accept_task: Some(accept_task) }
+        Ok(MockServer { addr, state, stop, accept_task: Some(accept_task) })
     }
 
     pub fn addr(&self) -> SocketAddr {
