@@ -106,7 +106,7 @@ def render(results, machine, commands, args):
     w("How to read it: medians are stable from run to run; p99 at c=1 on a shared 2-core machine "
       "is mostly scheduler preemption of the proxy's core by other work (the direct arm never "
       "touches that core, so it escapes this), so compare the arms' p99 with each other rather than "
-      "with the direct p99. At c=64 the load core (wrk + mock) is saturated, which caps every "
+      "with the direct p99 (the streaming p99, from short runs, is less exposed to it). At c=64 the load core (wrk + mock) is saturated, which caps every "
       "arm's requests/s.")
     w("")
     w("## Added latency (µs) and throughput")
@@ -161,16 +161,16 @@ def render(results, machine, commands, args):
 
     w("## Memory (RSS)")
     w("")
-    w("Idle = after start-up and one request; under load = highest value sampled every 100 ms during "
-      "the c=1 and c=64 runs (nginx: master + worker; LiteLLM: the process and its children; "
-      "direct: the mock itself).")
+    w("Idle = after start-up and one request. Under load = peak (`VmHWM`) after the c=1 and c=64 "
+      "runs; with streams = peak after the concurrent streams as well. nginx: master + worker; "
+      "LiteLLM: the process and its children; direct: the mock itself.")
     w("")
-    w("| arm | RSS idle (MB) | RSS under load (MB) |")
-    w("|---|---:|---:|")
+    w("| arm | RSS idle (MB) | RSS peak under load (MB) | RSS peak with concurrent streams (MB) |")
+    w("|---|---:|---:|---:|")
     for arm in arms:
-        idle, load = r.single(arm, "rss_idle"), r.single(arm, "rss_load")
         fmt = lambda row: "n/a" if row is None else f"{row['kb'] / 1024:.1f}"
-        w(f"| {ARM_NAMES[arm]} | {fmt(idle)} | {fmt(load)} |")
+        w(f"| {ARM_NAMES[arm]} | {fmt(r.single(arm, 'rss_idle'))} | {fmt(r.single(arm, 'rss_load'))} | "
+          f"{fmt(r.single(arm, 'rss_streams'))} |")
     w("")
 
     if "proxy" in arms:

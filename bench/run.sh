@@ -102,25 +102,17 @@ wait_http() { # URL [seconds]
   done
 }
 
-# Resident memory in kB of a process and its children (nginx workers, LiteLLM workers).
-rss_kb() {
-  local total=0 pid kb
+# Memory in kB of a process and its children (nginx workers, LiteLLM workers): FIELD is VmRSS
+# (now) or VmHWM (the peak so far). Read between runs only: sampling during a run would steal
+# CPU from the process being measured.
+memory_kb() { # FIELD PID...
+  local field=$1 total=0 pid kb
+  shift
   for pid in "$@" $(for p in "$@"; do pgrep -P "$p" 2>/dev/null || true; done); do
-    kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    kb=$(awk -v field="$field:" '$1 == field {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
     total=$((total + ${kb:-0}))
   done
   echo "$total"
-}
-
-# Samples rss_kb every 100 ms into FILE (the maximum seen) until killed.
-sample_rss() { # FILE PID...
-  local file=$1 max=0 now
-  shift
-  while true; do
-    now=$(rss_kb "$@")
-    ((now > max)) && max=$now && echo "$max" >"$file"
-    sleep 0.1
-  done
 }
 
 result() { # JSON object fields (already formatted) -> one line in results.jsonl
@@ -292,15 +284,13 @@ measure_arm() {
     --data '{"model":"bench","messages":[{"role":"user","content":"hi"}]}' \
     "$(arm_url "$arm")/v1/chat/completions" || die "$arm does not answer a chat completion"
   sleep 1
-  result "\"arm\":\"$arm\",\"kind\":\"rss_idle\",\"kb\":$(rss_kb "${ARM_PIDS[@]}")"
+  result "\"arm\":\"$arm\",\"kind\":\"rss_idle\",\"kb\":$(memory_kb VmRSS "${ARM_PIDS[@]}")"
 
   # LiteLLM imports and compiles lazily on its first requests: give it longer.
   local warmup=$WARMUP
   [[ $arm == litellm ]] && ((warmup < 15)) && warmup=15
   log "$arm: warm-up ${warmup}s"
   wrk_run "$arm" 64 "$warmup" >/dev/null
-  sample_rss "$WORK/rss_load" "${ARM_PIDS[@]}" &
-  local sampler=$!
   for rep in $(seq "$REPS"); do
     for connections in 1 64; do
       log "$arm: c=$connections rep $rep/${REPS}"
@@ -309,9 +299,7 @@ measure_arm() {
       result "\"arm\":\"$arm\",\"kind\":\"wrk\",\"concurrency\":$connections,\"rep\":$rep,\"result\":$json"
     done
   done
-  kill "$sampler" 2>/dev/null || true
-  wait "$sampler" 2>/dev/null || true
-  result "\"arm\":\"$arm\",\"kind\":\"rss_load\",\"kb\":$(cat "$WORK/rss_load" 2>/dev/null || echo 0)"
+  result "\"arm\":\"$arm\",\"kind\":\"rss_load\",\"kb\":$(memory_kb VmHWM "${ARM_PIDS[@]}")"
 
   log "$arm: streams (TTFT, per chunk)"
   # LiteLLM takes tens of milliseconds per stream: fewer of them keep the run bounded.
@@ -330,6 +318,7 @@ measure_arm() {
   mock_config '{"chunks": 20, "interChunkDelay": "50ms"}'
   json=$(probe "$arm" concurrent --streams "$STREAMS" --deadline 30s)
   result "\"arm\":\"$arm\",\"kind\":\"concurrent\",\"result\":$json"
+  result "\"arm\":\"$arm\",\"kind\":\"rss_streams\",\"kb\":$(memory_kb VmHWM "${ARM_PIDS[@]}")"
   mock_config '{}'
 
   if [[ $arm != direct ]]; then
