@@ -615,7 +615,7 @@ impl MeteredBody {
             }
             UsageScan::Sse { line } => {
                 let mut rest: &[u8] = data;
-                while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+                while let Some(newline) = memchr::memchr(b'\n', rest) {
                     let found = if line.is_empty() {
                         usage_of_sse_line(&rest[..newline])
                     } else {
@@ -749,18 +749,23 @@ fn usage_of_json(body: &[u8]) -> Option<(u64, u64)> {
 fn usage_of_sse_line(line: &[u8]) -> Option<(u64, u64)> {
     let payload = line.strip_prefix(b"data:")?;
     // Cheap pre-check so chunks with no usage (or "usage":null) are never parsed.
-    let at = find(payload, b"\"usage\"")?;
-    let after = payload[at + 7..].iter().position(|b| !matches!(b, b' ' | b':' | b'\t'))?;
-    if payload[at + 7 + after] != b'{' {
+    let at = find_usage_key(payload)? + USAGE_KEY.len();
+    let after = payload[at..].iter().position(|b| !matches!(b, b' ' | b':' | b'\t'))?;
+    if payload[at + after] != b'{' {
         return None;
     }
     let payload = payload.trim_ascii();
     serde_json::from_slice::<WithUsage>(payload).ok()?.tokens()
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|window| window == needle)
+/// Where `"usage"` first occurs (a prebuilt SIMD searcher: every SSE line is checked).
+fn find_usage_key(haystack: &[u8]) -> Option<usize> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(USAGE_KEY));
+    FINDER.find(haystack)
 }
+
+const USAGE_KEY: &[u8] = b"\"usage\"";
 
 #[cfg(test)]
 mod tests {
