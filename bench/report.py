@@ -101,8 +101,14 @@ def render(results, machine, commands, args):
       f"({args.duration} s runs, {args.reps} repetitions, medians reported). Request: a non-streamed "
       f"`POST /v1/chat/completions` (~90 B in, ~450 B out). \"Added\" = the arm's figure minus the same "
       f"figure measured directly, so it is what the proxy costs.")
+    idles = [row["idle_before"] for row in r.rows if row["kind"] == "wrk" and "idle_before" in row]
+    if idles:
+        busy = sum(1 for idle in idles if idle < 90)
+        w(f"- **Quiet machine check:** before each wrk run the script waits (up to 90 s, 300 s in all) for both cores "
+          f"to be ≥ 90 % idle; {len(idles) - busy} of {len(idles)} runs started on a quiet machine"
+          + (f", {busy} did not (lowest: {min(idles)} % idle), so their tails include other work."
+             if busy else "."))
     w("")
-
     w("How to read it: medians are stable from run to run; p99 at c=1 on a shared 2-core machine "
       "is mostly scheduler preemption of the proxy's core by other work (the direct arm never "
       "touches that core, so it escapes this), so compare the arms' p99 with each other rather than "

@@ -6,7 +6,9 @@
 #
 # Knobs (environment): BENCH_DURATION (seconds per wrk run, 5), BENCH_REPS (3), BENCH_WARMUP (2),
 # BENCH_STREAMS (concurrent streams, 1024), BENCH_ARMS ("direct proxy nginx litellm"),
-# BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1), BENCH_NICE (-10), BENCH_OUT (docs/benchmarks.md).
+# BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1), BENCH_NICE (-10), BENCH_QUIET_WAIT (90, per run) and
+# BENCH_QUIET_BUDGET (300, in all): how long to wait for other work on the machine to stop,
+# BENCH_OUT (docs/benchmarks.md).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -113,6 +115,32 @@ memory_kb() { # FIELD PID...
     total=$((total + ${kb:-0}))
   done
   echo "$total"
+}
+
+# Percentage of both cores idle over one second (from /proc/stat).
+idle_pct() {
+  local a b
+  read -r _ a1 a2 a3 a4 a5 a6 a7 a8 _ </proc/stat
+  sleep 1
+  read -r _ b1 b2 b3 b4 b5 b6 b7 b8 _ </proc/stat
+  a=$((a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8))
+  b=$((b1 + b2 + b3 + b4 + b5 + b6 + b7 + b8))
+  echo $(((100 * ((b4 + b5) - (a4 + a5))) / (b - a > 0 ? b - a : 1)))
+}
+
+# Waits (up to BENCH_QUIET_WAIT seconds) for other work on the machine to stop, so that a build
+# next door does not end up in the figures; prints the idle percentage it started at.
+wait_quiet() {
+  local idle deadline=$((SECONDS + ${BENCH_QUIET_WAIT:-90}))
+  # The whole bench waits at most BENCH_QUIET_BUDGET seconds (300) in total.
+  ((deadline > QUIET_DEADLINE)) && deadline=$QUIET_DEADLINE
+  idle=$(idle_pct)
+  while ((idle < 90 && SECONDS < deadline)); do
+    log "machine busy (${idle}% idle): waiting for it to calm down"
+    sleep 4
+    idle=$(idle_pct)
+  done
+  echo "$idle"
 }
 
 result() { # JSON object fields (already formatted) -> one line in results.jsonl
@@ -271,7 +299,7 @@ probe() { # ARM ARGS...
 }
 
 measure_arm() {
-  local arm=$1 rep json
+  local arm=$1 rep json idle
   ARM_PIDS=()
   case $arm in
     direct) ARM_PIDS=("$MOCK_PID") ;;
@@ -293,15 +321,17 @@ measure_arm() {
   wrk_run "$arm" 64 "$warmup" >/dev/null
   for rep in $(seq "$REPS"); do
     for connections in 1 64; do
-      log "$arm: c=$connections rep $rep/${REPS}"
+      idle=$(wait_quiet)
+      log "$arm: c=$connections rep $rep/${REPS} (machine ${idle}% idle before)"
       json=$(wrk_run "$arm" "$connections" "$DURATION")
       [[ -n $json ]] || die "wrk printed no result for $arm c=$connections"
-      result "\"arm\":\"$arm\",\"kind\":\"wrk\",\"concurrency\":$connections,\"rep\":$rep,\"result\":$json"
+      result "\"arm\":\"$arm\",\"kind\":\"wrk\",\"concurrency\":$connections,\"rep\":$rep,\"idle_before\":$idle,\"result\":$json"
     done
   done
   result "\"arm\":\"$arm\",\"kind\":\"rss_load\",\"kb\":$(memory_kb VmHWM "${ARM_PIDS[@]}")"
 
-  log "$arm: streams (TTFT, per chunk)"
+  idle=$(wait_quiet)
+  log "$arm: streams (TTFT, per chunk; machine ${idle}% idle before)"
   # LiteLLM takes tens of milliseconds per stream: fewer of them keep the run bounded.
   local ttft_requests=500 long_requests=30
   [[ $arm == litellm ]] && ttft_requests=100 long_requests=5
@@ -363,6 +393,7 @@ main() {
   build
   log "machine: $(nproc) cores; proxy on CPU $PROXY_CPU, wrk + probe + mock on CPU $LOAD_CPU"
   local started=$SECONDS
+  QUIET_DEADLINE=$((SECONDS + ${BENCH_QUIET_BUDGET:-300}))
   # Other work on the machine shows in the tails; the report states the load it ran under.
   BENCH_LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
   export BENCH_LOADAVG_START
