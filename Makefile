@@ -59,6 +59,10 @@ cluster-up: control-plane ## start a local control plane for hands-on use; print
 cluster-down: ## stop the local control plane started by cluster-up
 	$(CARGO) run --quiet -p modelrollout-testcluster --bin testcluster -- down --dir .cache/cluster
 
+.PHONY: bench
+bench: ## proxy vs direct, nginx and LiteLLM on loopback; writes docs/benchmarks.md (not part of make test)
+	bash bench/run.sh
+
 .PHONY: deps
 deps: ## install what the tests need on a fresh machine (Debian packages, the openai client)
 	@mkdir -p .cache
