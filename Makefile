@@ -24,7 +24,7 @@ test: deps lint crd-check control-plane ## everything CI checks: format, clippy,
 	$(CARGO) test --workspace --all-targets -- --test-threads=4
 
 .PHONY: unit
-unit: ## unit and component tests only (no control plane needed)
+unit: ## unit tests only (pure logic: no network, no control plane)
 	$(CARGO) test --workspace --lib --bins
 
 .PHONY: lint
