@@ -97,8 +97,10 @@ def render(results, machine, commands, args):
       f"tests) shows in the p99 columns first.")
     w(f"- **Method:** one upstream, `modelrollout-mockllm` with zero artificial latency (1 worker thread), "
       f"called directly and through each proxy on loopback. The proxy under test is pinned to one core "
-      f"(`taskset`), wrk, `mockllm-probe` and the mock share the other; all of them run at the same raised priority (`nice`, see the commands) so that other work on the machine preempts them less. Every arm is warmed up "
-      f"({args.duration} s runs, {args.reps} repetitions, medians reported). Request: a non-streamed "
+      f"(`taskset`), wrk, `mockllm-probe` and the mock share the other; all of them run at the same raised priority (`nice`, see the commands) so that other work on the machine preempts them less. Every arm is warmed up; "
+      f"within each repetition the arms run back to back (the idle ones paused with SIGSTOP), so "
+      f"other work on the machine hits them alike ({args.duration} s runs, {args.reps} repetitions, "
+      f"medians reported). Request: a non-streamed "
       f"`POST /v1/chat/completions` (~90 B in, ~450 B out). \"Added\" = the arm's figure minus the same "
       f"figure measured directly, so it is what the proxy costs.")
     idles = [row["idle_before"] for row in r.rows if row["kind"] == "wrk" and "idle_before" in row]
@@ -169,7 +171,7 @@ def render(results, machine, commands, args):
     w("")
     w("Idle = after start-up and one request. Under load = peak (`VmHWM`) after the c=1 and c=64 "
       "runs; with streams = peak after the concurrent streams as well. nginx: master + worker; "
-      "LiteLLM: the process and its children; direct: the mock itself.")
+      "LiteLLM: the process and its children; direct: the mock itself, which serves every arm.")
     w("")
     w("| arm | RSS idle (MB) | RSS peak under load (MB) | RSS peak with concurrent streams (MB) |")
     w("|---|---:|---:|---:|")

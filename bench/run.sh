@@ -78,6 +78,8 @@ cleanup() {
   local pid
   for pid in "${PIDS[@]:-}"; do
     [[ -n $pid ]] && kill "$pid" 2>/dev/null || true
+    # A stopped process only acts on TERM once continued (children too: nginx, LiteLLM workers).
+    [[ -n $pid ]] && kill -CONT "$pid" $(pgrep -P "$pid" 2>/dev/null || true) 2>/dev/null || true
   done
   for pid in "${PIDS[@]:-}"; do
     [[ -n $pid ]] && wait "$pid" 2>/dev/null || true
@@ -85,13 +87,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap "exit 130" INT TERM
-
-# Stops the processes an arm started (the mock stays up for all arms).
-stop_pids() {
-  local pid
-  for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
-}
 
 # The prefix that puts a command on CPU $1 at the bench's niceness.
 on_cpu() { echo nice -n "$NICE" taskset -c "$1"; }
@@ -298,62 +293,95 @@ probe() { # ARM ARGS...
     --url "$(arm_url "$arm")/v1/chat/completions" --model bench "$@"
 }
 
-measure_arm() {
-  local arm=$1 rep json idle
-  ARM_PIDS=()
+declare -A ARM_PID
+
+# The arms not being measured are stopped (SIGSTOP) so that their background work (LiteLLM has
+# some) cannot steal the shared proxy core; the arm being measured is resumed.
+only_arm_running() { # ARM
+  local arm pid
+  for arm in "${!ARM_PID[@]}"; do
+    [[ $arm == direct ]] && continue
+    for pid in ${ARM_PID[$arm]} $(pgrep -P "${ARM_PID[$arm]}" 2>/dev/null || true); do
+      if [[ $arm == "$1" ]]; then kill -CONT "$pid" 2>/dev/null || true; else kill -STOP "$pid" 2>/dev/null || true; fi
+    done
+  done
+}
+
+start_arm() { # ARM
+  local arm=$1
   case $arm in
     direct) ARM_PIDS=("$MOCK_PID") ;;
     proxy) start_proxy ;;
     nginx) start_nginx ;;
     litellm) start_litellm ;;
+    *) die "unknown arm $arm in BENCH_ARMS (use direct, proxy, nginx, litellm)" ;;
   esac
-  mock_config '{}'
+  ARM_PID[$arm]=${ARM_PIDS[0]}
   curl -fsS -o /dev/null -H 'content-type: application/json' -H "authorization: Bearer $BENCH_API_KEY" \
     --data '{"model":"bench","messages":[{"role":"user","content":"hi"}]}' \
     "$(arm_url "$arm")/v1/chat/completions" || die "$arm does not answer a chat completion"
   sleep 1
-  result "\"arm\":\"$arm\",\"kind\":\"rss_idle\",\"kb\":$(memory_kb VmRSS "${ARM_PIDS[@]}")"
+  result "\"arm\":\"$arm\",\"kind\":\"rss_idle\",\"kb\":$(memory_kb VmRSS "${ARM_PID[$arm]}")"
+}
 
-  # LiteLLM imports and compiles lazily on its first requests: give it longer.
-  local warmup=$WARMUP
-  [[ $arm == litellm ]] && ((warmup < 15)) && warmup=15
-  log "$arm: warm-up ${warmup}s"
-  wrk_run "$arm" 64 "$warmup" >/dev/null
+# Every measurement runs the arms back to back within one repetition, so that whatever else the
+# machine does at that moment affects them alike; medians over the repetitions are reported.
+measure_all() {
+  local arm rep json idle connections warmup
+  mock_config '{}'
+  for arm in $ARMS; do
+    only_arm_running "$arm"
+    # LiteLLM imports and compiles lazily on its first requests: give it longer.
+    warmup=$WARMUP
+    [[ $arm == litellm ]] && ((warmup < 15)) && warmup=15
+    log "$arm: warm-up ${warmup}s"
+    wrk_run "$arm" 64 "$warmup" >/dev/null
+  done
   for rep in $(seq "$REPS"); do
     for connections in 1 64; do
-      idle=$(wait_quiet)
-      log "$arm: c=$connections rep $rep/${REPS} (machine ${idle}% idle before)"
-      json=$(wrk_run "$arm" "$connections" "$DURATION")
-      [[ -n $json ]] || die "wrk printed no result for $arm c=$connections"
-      result "\"arm\":\"$arm\",\"kind\":\"wrk\",\"concurrency\":$connections,\"rep\":$rep,\"idle_before\":$idle,\"result\":$json"
+      for arm in $ARMS; do
+        only_arm_running "$arm"
+        idle=$(wait_quiet)
+        log "$arm: c=$connections rep $rep/${REPS} (machine ${idle}% idle before)"
+        json=$(wrk_run "$arm" "$connections" "$DURATION")
+        [[ -n $json ]] || die "wrk printed no result for $arm c=$connections"
+        result "\"arm\":\"$arm\",\"kind\":\"wrk\",\"concurrency\":$connections,\"rep\":$rep,\"idle_before\":$idle,\"result\":$json"
+      done
     done
   done
-  result "\"arm\":\"$arm\",\"kind\":\"rss_load\",\"kb\":$(memory_kb VmHWM "${ARM_PIDS[@]}")"
+  for arm in $ARMS; do
+    result "\"arm\":\"$arm\",\"kind\":\"rss_load\",\"kb\":$(memory_kb VmHWM "${ARM_PID[$arm]}")"
+  done
 
-  idle=$(wait_quiet)
-  log "$arm: streams (TTFT, per chunk; machine ${idle}% idle before)"
   # LiteLLM takes tens of milliseconds per stream: fewer of them keep the run bounded.
-  local ttft_requests=500 long_requests=30
-  [[ $arm == litellm ]] && ttft_requests=100 long_requests=5
+  local -A ttft_requests=([litellm]=100) long_requests=([litellm]=5)
   for rep in $(seq "$REPS"); do
-    json=$(probe "$arm" stream --requests "$ttft_requests" --warmup 10)
-    result "\"arm\":\"$arm\",\"kind\":\"ttft\",\"rep\":$rep,\"result\":$json"
+    for arm in $ARMS; do
+      only_arm_running "$arm"
+      idle=$(wait_quiet)
+      log "$arm: TTFT rep $rep/${REPS} (machine ${idle}% idle before)"
+      json=$(probe "$arm" stream --requests "${ttft_requests[$arm]:-500}" --warmup 10)
+      result "\"arm\":\"$arm\",\"kind\":\"ttft\",\"rep\":$rep,\"result\":$json"
+    done
   done
   mock_config '{"chunks": 1000}'
   for rep in $(seq "$REPS"); do
-    json=$(probe "$arm" stream --requests "$long_requests" --warmup 2)
-    result "\"arm\":\"$arm\",\"kind\":\"long_stream\",\"chunks\":1000,\"rep\":$rep,\"result\":$json"
+    for arm in $ARMS; do
+      only_arm_running "$arm"
+      log "$arm: 1000-chunk streams rep $rep/${REPS}"
+      json=$(probe "$arm" stream --requests "${long_requests[$arm]:-30}" --warmup 2)
+      result "\"arm\":\"$arm\",\"kind\":\"long_stream\",\"chunks\":1000,\"rep\":$rep,\"result\":$json"
+    done
   done
-  log "$arm: $STREAMS concurrent streams"
   mock_config '{"chunks": 20, "interChunkDelay": "50ms"}'
-  json=$(probe "$arm" concurrent --streams "$STREAMS" --deadline 30s)
-  result "\"arm\":\"$arm\",\"kind\":\"concurrent\",\"result\":$json"
-  result "\"arm\":\"$arm\",\"kind\":\"rss_streams\",\"kb\":$(memory_kb VmHWM "${ARM_PIDS[@]}")"
+  for arm in $ARMS; do
+    only_arm_running "$arm"
+    log "$arm: $STREAMS concurrent streams"
+    json=$(probe "$arm" concurrent --streams "$STREAMS" --deadline 30s)
+    result "\"arm\":\"$arm\",\"kind\":\"concurrent\",\"result\":$json"
+    result "\"arm\":\"$arm\",\"kind\":\"rss_streams\",\"kb\":$(memory_kb VmHWM "${ARM_PID[$arm]}")"
+  done
   mock_config '{}'
-
-  if [[ $arm != direct ]]; then
-    stop_pids "${ARM_PIDS[@]}"
-  fi
 }
 
 machine_json() {
@@ -404,7 +432,11 @@ main() {
   start_mock
   local arm
   for arm in $ARMS; do
-    measure_arm "$arm"
+    start_arm "$arm"
+  done
+  measure_all
+  for arm in $ARMS; do
+    kill -CONT "${ARM_PID[$arm]}" 2>/dev/null || true
   done
   machine_json "$VENV" >"$WORK/machine.json"
   python3 bench/report.py --results "$RESULTS" --machine "$WORK/machine.json" \
