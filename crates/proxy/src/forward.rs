@@ -11,9 +11,10 @@
 //!   instead of waited for.
 //! - With `--fallback-to-stable`, a canary attempt that failed (connect, timeout, missing
 //!   credential, 429 or 5xx after retries) is answered by stable; the canary failure is counted.
-//! - Response bodies go out frame by frame as they arrive ([`MeteredBody`]): nothing is buffered,
-//!   so SSE streams flow chunk by chunk; the wrapper only watches them for the metrics (first
-//!   chunk time, `usage`, how the body ended). Dropping the body (the client hung up) drops the
+//! - Response bodies go out as they arrive ([`MeteredBody`]): nothing waits for more data, so
+//!   SSE streams flow chunk by chunk; frames the upstream connection has already read are merged
+//!   into one write (a burst of events costs one syscall, not one each). The wrapper watches
+//!   them for the metrics (first chunk time, `usage`, how the body ended). Dropping the body (the client hung up) drops the
 //!   upstream response, which closes that upstream connection and so cancels the request.
 
 use std::pin::Pin;
@@ -529,6 +530,56 @@ pub struct MeteredBody {
     scan: UsageScan,
     usage: Option<(u64, u64)>,
     finished: bool,
+    /// Data already taken from upstream but not yet handed out (see [`MAX_COALESCED_BYTES`]).
+    held: Option<Held>,
+    /// The upstream had nothing more once already while data was held: one more round, then
+    /// the held data goes out (a single round is often too early: hyper polls twice per wake).
+    waited_once: bool,
+    /// What the upstream produced after `held` (an end, an error, trailers): handed out next.
+    deferred: Option<Option<Result<Frame<Bytes>, BoxError>>>,
+}
+
+/// Most bytes of consecutive upstream frames merged into one frame for the client.
+///
+/// hyper's client hands body frames over one at a time, so a burst of SSE events read in one
+/// `recv` would otherwise cost one `writev` per event. Frames are merged only while the
+/// upstream connection already holds more: the merged frame goes out as soon as it has nothing
+/// more to give right now (one scheduler round, no waiting), so streams are never delayed.
+const MAX_COALESCED_BYTES: usize = 32 * 1024;
+
+#[derive(Debug)]
+enum Held {
+    One(Bytes),
+    Many(bytes::BytesMut),
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        match self {
+            Held::One(bytes) => bytes.len(),
+            Held::Many(buf) => buf.len(),
+        }
+    }
+
+    fn push(self, data: &Bytes) -> Held {
+        let mut buf = match self {
+            Held::One(first) => {
+                let mut buf = bytes::BytesMut::with_capacity(first.len() + data.len() * 4);
+                buf.extend_from_slice(&first);
+                buf
+            }
+            Held::Many(buf) => buf,
+        };
+        buf.extend_from_slice(data);
+        Held::Many(buf)
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Held::One(bytes) => bytes,
+            Held::Many(buf) => buf.freeze(),
+        }
+    }
 }
 
 impl MeteredBody {
@@ -556,6 +607,9 @@ impl MeteredBody {
             scan,
             usage: None,
             finished: false,
+            held: None,
+            waited_once: false,
+            deferred: None,
         };
         // An empty body may never be polled: account for it now.
         if body.inner.is_end_stream() {
@@ -639,15 +693,13 @@ impl MeteredBody {
     }
 }
 
-impl Body for MeteredBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
+impl MeteredBody {
+    /// One upstream frame, watched for the metrics and the idle timeout.
+    fn poll_upstream(
+        &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
+        let this = self;
         if this.finished && this.inner.is_end_stream() {
             return Poll::Ready(None);
         }
@@ -689,8 +741,71 @@ impl Body for MeteredBody {
         }
     }
 
+    /// Hands out what is held and keeps `next` for the following poll.
+    fn release_before(
+        &mut self,
+        next: Option<Result<Frame<Bytes>, BoxError>>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.held.take() {
+            Some(held) => {
+                self.deferred = Some(next);
+                Poll::Ready(Some(Ok(Frame::data(held.into_bytes()))))
+            }
+            None => Poll::Ready(next),
+        }
+    }
+}
+
+impl Body for MeteredBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(next) = this.deferred.take() {
+            return Poll::Ready(next);
+        }
+        match this.poll_upstream(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    let held = match this.held.take() {
+                        None => Held::One(data),
+                        Some(held) => held.push(&data),
+                    };
+                    if this.inner.is_end_stream() || held.len() >= MAX_COALESCED_BYTES {
+                        return Poll::Ready(Some(Ok(Frame::data(held.into_bytes()))));
+                    }
+                    this.waited_once = false;
+                    this.held = Some(held);
+                    // Let the upstream connection's task run once: it passes on what it has
+                    // already read, or has nothing and the held data goes out on the next poll.
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                Err(frame) => this.release_before(Some(Ok(frame))),
+            },
+            Poll::Ready(other) => this.release_before(other),
+            Poll::Pending => match this.held.take() {
+                Some(held) if !this.waited_once => {
+                    this.waited_once = true;
+                    this.held = Some(held);
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                Some(held) => {
+                    this.waited_once = false;
+                    Poll::Ready(Some(Ok(Frame::data(held.into_bytes()))))
+                }
+                None => Poll::Pending,
+            },
+        }
+    }
+
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.held.is_none() && !matches!(self.deferred, Some(Some(_))) && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
