@@ -216,3 +216,64 @@ async fn client_disconnect_before_the_answer_cancels_upstream() {
     assert!(outcome.is_err(), "cancelled, not answered");
     proxy.shutdown().await;
 }
+
+/// A burst of events the upstream sends at once reaches the client byte for byte and in order
+/// (the proxy may merge them into fewer writes), usage in the burst is counted, and events sent
+/// just before the upstream cuts the stream still reach the client ahead of the cut.
+#[tokio::test]
+async fn burst_of_events_arrives_intact_before_end_or_cut() {
+    let mut upstream = ScriptedUpstream::start().await;
+    let stable = mock(MockConfig::default()).await;
+    let dir = RoutingDir::new();
+    dir.write_json(
+        "chat.json",
+        &document("chat", "chat-default", &stable.base_url(), &upstream.base_url(), 100),
+    );
+    let proxy = start_proxy(&dir, |_| {}).await;
+    let url = format!("{}/chat/completions", proxy.base_url());
+    for cut in [false, true] {
+        let client_url = url.clone();
+        let client_task = tokio::spawn(async move {
+            let response = open_stream(&client_url, &chat_stream("chat-default"), &[]).await;
+            read_stream(response.into_body()).await
+        });
+        let scripted = upstream.next_request().await;
+        let mut expected = String::new();
+        let mut events: Vec<String> = (0..300)
+            .map(|i| {
+                format!(r#"{{"choices":[{{"delta":{{"content":"piece {i}"}}}}],"usage":null}}"#)
+            })
+            .collect();
+        events.push(
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":300,"total_tokens":303}}"#
+                .to_owned(),
+        );
+        for event in &events {
+            expected.push_str(&format!("data: {event}\n\n"));
+            scripted.chunks.send(sse(event)).await.unwrap();
+        }
+        if cut {
+            let error = std::io::Error::other("upstream cut");
+            scripted.chunks.send(Err(error)).await.unwrap();
+        } else {
+            expected.push_str("data: [DONE]\n\n");
+            scripted.chunks.send(sse("[DONE]")).await.unwrap();
+        }
+        drop(scripted);
+        let (text, ended) = client_task.await.unwrap();
+        assert_eq!(ended.is_err(), cut, "cut={cut}: {ended:?}");
+        if cut {
+            // What the proxy had read before the cut goes out first; nothing is invented.
+            assert!(expected.starts_with(&text), "cut={cut}: bytes differ from what was sent");
+        } else {
+            assert_eq!(text, expected);
+            let metrics = metrics_text(&proxy).await;
+            let labels = [("is_canary", "true"), ("type", "completion")];
+            assert_eq!(metric(&metrics, "gray_release_tokens_total", &labels), 300.0);
+        }
+    }
+    let text = metrics_text(&proxy).await;
+    assert_eq!(requests(&text, true, "ok"), 1.0);
+    assert_eq!(requests(&text, true, "stream_aborted"), 1.0);
+    proxy.shutdown().await;
+}
