@@ -258,7 +258,6 @@ impl Forwarder<'_> {
             ClientBody::Rewrite(inspected) => inspected.with_model(&arm.model_json),
             ClientBody::Raw(bytes) => bytes.clone(),
         };
-        let headers = upstream_headers(request.headers, authorization);
         let uri = arm.upstream.uri(request.suffix).map_err(|e| {
             ArmFailure::Error(ApiError::upstream_unreachable(
                 track.as_str(),
@@ -273,7 +272,9 @@ impl Forwarder<'_> {
             let mut upstream_request = Request::new(Full::new(body.clone()));
             *upstream_request.method_mut() = request.method.clone();
             *upstream_request.uri_mut() = uri.clone();
-            *upstream_request.headers_mut() = headers.clone();
+            // Built per attempt: one copy of the client's headers instead of two.
+            *upstream_request.headers_mut() =
+                upstream_headers(request.headers, authorization.clone());
             // A zero first-byte timeout disables it.
             let first_byte_timeout = match self.options.first_byte_timeout {
                 Duration::ZERO => Duration::MAX,
@@ -408,6 +409,10 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the names listed in `Connection`.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names instead of a lookup per name.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -418,21 +423,21 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
 
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// The headers sent upstream: the client's minus hop-by-hop, `host` (set from the upstream
