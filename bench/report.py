@@ -89,7 +89,7 @@ def render(results, machine, commands, args):
     w(f"- **Date:** {now}; **run time:** {args.elapsed} s")
     w(f"- **Machine:** {machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('memory_gb')} GB, "
       f"Linux {machine.get('kernel')}")
-    w(f"- **Versions:** commit `{machine.get('commit')}`, {machine.get('rustc')}, {machine.get('nginx')}, "
+    w(f"- **Versions:** built from `{machine.get('commit')}`, {machine.get('rustc')}, {machine.get('nginx')}, "
       f"LiteLLM {machine.get('litellm')}, {machine.get('wrk')}")
     end = machine.get("loadavg_end")
     w(f"- **Machine load** (1/5/15-minute load average): {machine.get('loadavg_start')} at the start, "

@@ -172,6 +172,12 @@ ensure_litellm() {
 build() {
   log "building release binaries"
   run_logged cargo build --release -q -p modelrollout-mockllm -p modelrollout-proxy --bins
+  # What was measured: the commit, and whether the built crates had uncommitted changes.
+  BENCH_BUILT_FROM=$(git rev-parse --short HEAD)
+  if [[ -n $(git status --porcelain -- crates Cargo.lock) ]]; then
+    BENCH_BUILT_FROM+=" + uncommitted changes in crates/"
+  fi
+  export BENCH_BUILT_FROM
 }
 
 # === the upstream and the arms ===
@@ -400,7 +406,7 @@ print(json.dumps({
     "kernel": platform.release(),
     "rustc": sh("rustc --version"), "wrk": sh("wrk -v 2>&1 | head -1"),
     "nginx": sh("nginx -v"), "litellm": sh(f"{sys.argv[1]}/bin/python -c \"import importlib.metadata as m; print(m.version('litellm'))\""),
-    "commit": sh("git rev-parse --short HEAD"),
+    "commit": os.environ.get("BENCH_BUILT_FROM") or sh("git rev-parse --short HEAD"),
     "loadavg_start": os.environ.get("BENCH_LOADAVG_START", "unknown"),
     "loadavg_end": open("/proc/loadavg").read().split()[:3],
 }))
