@@ -275,6 +275,9 @@ impl Forwarder<'_> {
             // Built per attempt: one copy of the client's headers instead of two.
             *upstream_request.headers_mut() =
                 upstream_headers(request.headers, authorization.clone());
+            if let Some(host) = &arm.upstream.host {
+                upstream_request.headers_mut().insert(header::HOST, host.clone());
+            }
             // A zero first-byte timeout disables it.
             let first_byte_timeout = match self.options.first_byte_timeout {
                 Duration::ZERO => Duration::MAX,

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use modelrollout_api::routing::RoutingDocument;
 use serde::Serialize;
 
@@ -33,6 +33,9 @@ pub struct Upstream {
     prefix: String,
     /// The endpoint as written in the document.
     pub endpoint: String,
+    /// The `Host` header of a plain-HTTP upstream, built once (the client would format it per
+    /// request); `None` for HTTPS, which may speak HTTP/2 and is left to the client.
+    pub host: Option<HeaderValue>,
 }
 
 impl Upstream {
@@ -50,9 +53,18 @@ impl Upstream {
             return Err("must not carry a query string".to_owned());
         }
         let base = uri.path().trim_end_matches('/');
+        // The value hyper-util's client sets: the host, plus the port unless it is the default.
+        let host = match (scheme, uri.host(), uri.port()) {
+            ("http", Some(host), Some(port)) if port.as_u16() != 80 => {
+                HeaderValue::from_str(&format!("{host}:{port}")).ok()
+            }
+            ("http", Some(host), _) => HeaderValue::from_str(host).ok(),
+            _ => None,
+        };
         Ok(Upstream {
             prefix: format!("{scheme}://{authority}{base}"),
             endpoint: endpoint.to_owned(),
+            host,
         })
     }
 
@@ -660,5 +672,24 @@ mod tests {
             );
         }
         assert!(Upstream::parse("ftp://x").is_err());
+    }
+
+    /// A plain-HTTP upstream's Host header is the one the client would set (default port
+    /// dropped); HTTPS upstreams leave it to the client (HTTP/2 carries it as :authority).
+    #[test]
+    fn upstream_host_headers() {
+        let table = [
+            ("http://127.0.0.1:8080/v1", Some("127.0.0.1:8080")),
+            ("http://relay:80/v1", Some("relay")),
+            ("http://user:pw@relay:9000", Some("relay:9000")),
+            ("http://[::1]:9000/v1", Some("[::1]:9000")),
+            ("http://relay", Some("relay")),
+            ("https://api.openai.com/v1", None),
+        ];
+        for (endpoint, expected) in table {
+            let upstream = Upstream::parse(endpoint).unwrap();
+            let host = upstream.host.as_ref().map(|v| v.to_str().unwrap());
+            assert_eq!(host, expected, "{endpoint}");
+        }
     }
 }
