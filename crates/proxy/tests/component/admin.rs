@@ -63,13 +63,7 @@ async fn admin_endpoints() {
 /// GET /v1/models lists the served aliases in OpenAI's list shape; /v1/models/{alias} shows one.
 #[tokio::test]
 async fn models_lists_served_aliases() {
-    let stable = mock(MockConfig::default()).await;
-    let canary = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &canary.base_url(), 5),
-    );
+    let TwoArms { stable, canary, dir } = two_arms(5).await;
     dir.write_json(
         "embed.json",
         &document("embed", "embed-default", &stable.base_url(), &canary.base_url(), 5),

@@ -12,13 +12,7 @@ use crate::support::*;
 /// and every response names its track.
 #[tokio::test]
 async fn routes_by_weight_and_rewrites_only_model() {
-    let stable = mock(MockConfig::default()).await;
-    let canary = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &canary.base_url(), 0),
-    );
+    let TwoArms { stable, canary, dir } = two_arms(0).await;
     let proxy = start_proxy(&dir, |_| {}).await;
     let body = r#"{"messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}],
   "model" : "chat-default", "temperature": 0.70, "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],
@@ -62,14 +56,8 @@ async fn routes_by_weight_and_rewrites_only_model() {
 /// header wins over the body field.
 #[tokio::test]
 async fn sticky_split_follows_the_documented_hash() {
-    let stable = mock(MockConfig::default()).await;
-    let canary = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &canary.base_url(), 50),
-    );
-    let proxy = start_proxy(&dir, |_| {}).await;
+    let arms = two_arms(50).await;
+    let proxy = start_proxy(&arms.dir, |_| {}).await;
     let mut seen = std::collections::HashSet::new();
     for i in 0..30 {
         let session = format!("session-{i}");
@@ -157,13 +145,7 @@ async fn missing_credential_is_500_naming_the_file() {
 /// Bad requests get OpenAI-style errors with the documented statuses and codes.
 #[tokio::test]
 async fn request_errors_are_openai_shaped() {
-    let stable = mock(MockConfig::default()).await;
-    let canary = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &canary.base_url(), 0),
-    );
+    let TwoArms { stable, canary, dir } = two_arms(0).await;
     dir.write_json(
         "embed.json",
         &document("embed", "embed-default", &stable.base_url(), &canary.base_url(), 0),
@@ -200,13 +182,7 @@ async fn request_errors_are_openai_shaped() {
 /// Upstream 4xx and 5xx come back with their status and body; 500 is not retried.
 #[tokio::test]
 async fn upstream_errors_pass_through() {
-    let stable = mock(MockConfig::default()).await;
-    let canary = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &canary.base_url(), 0),
-    );
+    let TwoArms { stable, canary: _canary, dir } = two_arms(0).await;
     let proxy = start_proxy(&dir, |_| {}).await;
     for (status, reason) in [(400u16, "upstream_4xx"), (500, "upstream_5xx")] {
         let before = stable.request_count();
@@ -229,13 +205,7 @@ async fn upstream_errors_pass_through() {
 /// longer than --retry-max-wait is passed to the client without retrying.
 #[tokio::test]
 async fn retries_429_and_503_once() {
-    let stable = mock(MockConfig::default()).await;
-    let canary = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &canary.base_url(), 0),
-    );
+    let TwoArms { stable, canary: _canary, dir } = two_arms(0).await;
     let proxy = start_proxy(&dir, |c| c.forward.retry_max_wait = Duration::from_secs(2)).await;
     let table = [
         (429u16, Some(Duration::from_secs(1)), 2usize, "rate_limited"),
@@ -374,14 +344,8 @@ async fn other_paths_pass_through_to_stable() {
 /// HTTP/2 (h2c prior knowledge) clients are served like HTTP/1.1 ones.
 #[tokio::test]
 async fn serves_http2_clients() {
-    let stable = mock(MockConfig::default()).await;
-    let canary = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &canary.base_url(), 0),
-    );
-    let proxy = start_proxy(&dir, |_| {}).await;
+    let arms = two_arms(0).await;
+    let proxy = start_proxy(&arms.dir, |_| {}).await;
     let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<http_body_util::Full<bytes::Bytes>>();

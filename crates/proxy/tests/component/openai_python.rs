@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use modelrollout_mockllm::MockConfig;
-
 use crate::support::*;
 
 /// MODELROLLOUT_PYTHON, else the workspace's `.cache/venv/bin/python` (made by `make deps`).
@@ -23,13 +21,7 @@ fn python() -> PathBuf {
 /// The script's checks pass against a proxy in front of two mockllm upstreams.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_openai_client_works_through_the_proxy() {
-    let stable = mock(MockConfig::default()).await;
-    let canary = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &canary.base_url(), 0),
-    );
+    let TwoArms { stable, canary, dir } = two_arms(0).await;
     dir.write_json(
         "embed.json",
         &document("embed", "embed-default", &stable.base_url(), &canary.base_url(), 100),

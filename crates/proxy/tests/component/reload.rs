@@ -45,15 +45,9 @@ async fn bad_document_keeps_the_last_good_entry() {
 /// A deleted document retires its alias to stable instead of 404.
 #[tokio::test]
 async fn removed_document_sends_its_alias_to_stable() {
-    let stable = mock(MockConfig::default()).await;
-    let canary = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &canary.base_url(), 100),
-    );
-    let proxy = start_proxy(&dir, |_| {}).await;
-    dir.remove("chat.json");
+    let arms = two_arms(100).await;
+    let proxy = start_proxy(&arms.dir, |_| {}).await;
+    arms.dir.remove("chat.json");
     wait_until("route retired", || {
         proxy.state.table.load().route("chat-default").is_some_and(|r| r.retired)
     })

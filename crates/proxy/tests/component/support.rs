@@ -337,3 +337,24 @@ pub async fn held_upstream() -> (String, mpsc::UnboundedReceiver<tokio::sync::on
     });
     (format!("http://{addr}/v1"), arrivals)
 }
+
+/// Two healthy mock upstreams and a routing directory serving `chat-default` (rollout `chat`)
+/// between them: the starting point of most tests.
+#[derive(Debug)]
+pub struct TwoArms {
+    pub stable: MockServer,
+    pub canary: MockServer,
+    pub dir: RoutingDir,
+}
+
+/// Starts [`TwoArms`] with the canary at `weight` percent.
+pub async fn two_arms(weight: u32) -> TwoArms {
+    let stable = mock(MockConfig::default()).await;
+    let canary = mock(MockConfig::default()).await;
+    let dir = RoutingDir::new();
+    dir.write_json(
+        "chat.json",
+        &document("chat", "chat-default", &stable.base_url(), &canary.base_url(), weight),
+    );
+    TwoArms { stable, canary, dir }
+}
