@@ -241,8 +241,7 @@ async fn connect_errors_retry_then_502() {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead = format!("http://{}/v1", closed.local_addr().unwrap());
     drop(closed);
-    let dir = RoutingDir::new();
-    dir.write_json("chat.json", &document("chat", "chat-default", &stable.base_url(), &dead, 100));
+    let dir = chat_dir(&stable.base_url(), &dead, 100);
     let proxy = start_proxy(&dir, |_| {}).await;
     let answer = post(&proxy.base_url(), "/chat/completions", &chat("chat-default"), &[]).await;
     assert_eq!(answer.status, 502);
@@ -259,11 +258,7 @@ async fn fallback_to_stable_counts_the_canary_failure() {
     let stable = mock(MockConfig::default()).await;
     let canary =
         mock(MockConfig { error_rate: 1.0, error_status: 500, ..MockConfig::default() }).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &canary.base_url(), 100),
-    );
+    let dir = chat_dir(&stable.base_url(), &canary.base_url(), 100);
     let proxy = start_proxy(&dir, |c| c.forward.fallback_to_stable = true).await;
     let answer = post(&proxy.base_url(), "/chat/completions", &chat("chat-default"), &[]).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
@@ -287,11 +282,7 @@ async fn first_byte_timeout_is_504() {
     let stable =
         mock(MockConfig { latency: Duration::from_secs(30), ..MockConfig::default() }).await;
     let canary = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &canary.base_url(), 0),
-    );
+    let dir = chat_dir(&stable.base_url(), &canary.base_url(), 0);
     let proxy =
         start_proxy(&dir, |c| c.forward.first_byte_timeout = Duration::from_millis(200)).await;
     let answer = post(&proxy.base_url(), "/chat/completions", &chat("chat-default"), &[]).await;
@@ -308,11 +299,7 @@ async fn other_paths_pass_through_to_stable() {
     let stable = mock(MockConfig::default()).await;
     let canary = mock(MockConfig::default()).await;
     let other_stable = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &canary.base_url(), 100),
-    );
+    let dir = chat_dir(&stable.base_url(), &canary.base_url(), 100);
     let proxy = start_proxy(&dir, |_| {}).await;
     let answer = send("GET", &format!("{}/models?limit=5", proxy.base_url()), "", &[]).await;
     assert_eq!(answer.status, 200);

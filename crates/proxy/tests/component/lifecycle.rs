@@ -67,11 +67,7 @@ async fn sigterm_drains_open_streams_and_exits_zero() {
     })
     .await;
     let canary = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &canary.base_url(), 0),
-    );
+    let dir = chat_dir(&stable.base_url(), &canary.base_url(), 0);
     let (port, admin_port) = (free_port(), free_port());
     let mut child = tokio::process::Command::new(BINARY)
         .arg("--routing-dir")

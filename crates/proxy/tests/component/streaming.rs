@@ -13,11 +13,7 @@ use crate::support::*;
 async fn sse_chunks_flow_through_one_by_one() {
     let mut upstream = ScriptedUpstream::start().await;
     let stable = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &upstream.base_url(), 100),
-    );
+    let dir = chat_dir(&stable.base_url(), &upstream.base_url(), 100);
     let proxy = start_proxy(&dir, |_| {}).await;
     let url = format!("{}/chat/completions", proxy.base_url());
     let client_task =
@@ -74,11 +70,7 @@ async fn usage_and_durations_from_mockllm() {
     })
     .await;
     let canary = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &canary.base_url(), 0),
-    );
+    let dir = chat_dir(&stable.base_url(), &canary.base_url(), 0);
     let proxy = start_proxy(&dir, |_| {}).await;
     let response = open_stream(
         &format!("{}/chat/completions", proxy.base_url()),
@@ -113,11 +105,7 @@ async fn usage_and_durations_from_mockllm() {
 async fn aborted_stream_is_counted_stream_aborted() {
     let stable = mock(MockConfig { abort_rate: 1.0, chunks: 6, ..MockConfig::default() }).await;
     let canary = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &canary.base_url(), 0),
-    );
+    let dir = chat_dir(&stable.base_url(), &canary.base_url(), 0);
     let proxy = start_proxy(&dir, |_| {}).await;
     let response = open_stream(
         &format!("{}/chat/completions", proxy.base_url()),
@@ -140,11 +128,7 @@ async fn aborted_stream_is_counted_stream_aborted() {
 async fn idle_stream_is_cut_after_idle_timeout() {
     let mut upstream = ScriptedUpstream::start().await;
     let stable = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &upstream.base_url(), 100),
-    );
+    let dir = chat_dir(&stable.base_url(), &upstream.base_url(), 100);
     let proxy = start_proxy(&dir, |c| c.forward.idle_timeout = Duration::from_millis(300)).await;
     let url = format!("{}/chat/completions", proxy.base_url());
     let client_task =
@@ -165,11 +149,7 @@ async fn idle_stream_is_cut_after_idle_timeout() {
 async fn client_disconnect_cancels_the_upstream_request() {
     let mut upstream = ScriptedUpstream::start().await;
     let stable = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &upstream.base_url(), 100),
-    );
+    let dir = chat_dir(&stable.base_url(), &upstream.base_url(), 100);
     let proxy = start_proxy(&dir, |_| {}).await;
     let url = format!("{}/chat/completions", proxy.base_url());
     let client_task =
@@ -194,8 +174,7 @@ async fn client_disconnect_before_the_answer_cancels_upstream() {
     use tokio::io::AsyncWriteExt;
     let (held, mut arrivals) = held_upstream().await;
     let stable = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json("chat.json", &document("chat", "chat-default", &stable.base_url(), &held, 100));
+    let dir = chat_dir(&stable.base_url(), &held, 100);
     let proxy = start_proxy(&dir, |_| {}).await;
     let body = chat("chat-default").to_string();
     let mut connection = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
@@ -224,11 +203,7 @@ async fn client_disconnect_before_the_answer_cancels_upstream() {
 async fn burst_of_events_arrives_intact_before_end_or_cut() {
     let mut upstream = ScriptedUpstream::start().await;
     let stable = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &upstream.base_url(), 100),
-    );
+    let dir = chat_dir(&stable.base_url(), &upstream.base_url(), 100);
     let proxy = start_proxy(&dir, |_| {}).await;
     let url = format!("{}/chat/completions", proxy.base_url());
     for cut in [false, true] {

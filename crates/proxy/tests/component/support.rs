@@ -351,10 +351,14 @@ pub struct TwoArms {
 pub async fn two_arms(weight: u32) -> TwoArms {
     let stable = mock(MockConfig::default()).await;
     let canary = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &canary.base_url(), weight),
-    );
+    let dir = chat_dir(&stable.base_url(), &canary.base_url(), weight);
     TwoArms { stable, canary, dir }
+}
+
+/// A routing directory serving `chat-default` (rollout `chat`) between the `stable` and `canary`
+/// base URLs, with the canary at `weight` percent.
+pub fn chat_dir(stable: &str, canary: &str, weight: u32) -> RoutingDir {
+    let dir = RoutingDir::new();
+    dir.write_json("chat.json", &document("chat", "chat-default", stable, canary, weight));
+    dir
 }

@@ -66,11 +66,7 @@ async fn tls_upstream() -> (String, String, Arc<Mutex<Vec<http::Version>>>) {
 async fn https_upstream_with_extra_ca_speaks_http2() {
     let (endpoint, ca_pem, versions) = tls_upstream().await;
     let stable = mock(MockConfig::default()).await;
-    let dir = RoutingDir::new();
-    dir.write_json(
-        "chat.json",
-        &document("chat", "chat-default", &stable.base_url(), &endpoint, 100),
-    );
+    let dir = chat_dir(&stable.base_url(), &endpoint, 100);
     let ca = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(ca.path(), ca_pem).unwrap();
     let ca_path = ca.path().to_owned();
