@@ -9,16 +9,16 @@ pub mod vocabulary;
 
 pub use duration::{Duration, DurationError};
 pub use rollout::{
-    Analysis, ArmMeasurements, CustomMetric, ModelRollout, ModelRolloutSpec, ModelRolloutStatus,
-    ModelTarget, OnAnalysisError, Step, StepAction,
+    Analysis, AnalysisPoint, AnalysisResult, ArmMeasurements, CustomMetric, ModelRollout,
+    ModelRolloutSpec, ModelRolloutStatus, ModelTarget, OnAnalysisError, Step, StepAction,
 };
 pub use routing::{
     ROUTING_DOCUMENT_VERSION, RoutingArm, RoutingDocument, RoutingDocumentError, Stickiness,
 };
 pub use validation::{InvalidSpec, QueryValues, SpecProblem, render_query};
 pub use vocabulary::{
-    ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_RETRY, ConditionType, FIELD_MANAGER, Phase,
-    Reason, UnknownWord, Verdict,
+    ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY, ConditionType,
+    FIELD_MANAGER, Phase, Reason, UnknownWord, Verdict,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{

@@ -582,6 +582,17 @@ pub struct ModelRolloutStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+
+    /// Hash of the stable and canary model and endpoint this status describes. A spec change that
+    /// alters either arm restarts the rollout from its first step at weight 0; other changes
+    /// (thresholds, steps) carry on where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arms_hash: Option<String>,
+
+    /// The last analyses (at most 60, oldest first): weight, error rate and p95 of both arms.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 60))]
+    pub history: Vec<AnalysisPoint>,
 }
 
 /// Annotation values already consumed (see rollouts.modelops.io/promote, /abort, /retry).
@@ -596,7 +607,41 @@ pub struct HandledAnnotations {
     /// Value of rollouts.modelops.io/retry last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<String>,
+    /// Value of rollouts.modelops.io/promote-full last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote_full: Option<String>,
+    /// Value of spec.paused last acted on, so Paused and Resumed are each announced once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
 }
+
+/// One point of the analysis history kept in status for sparklines (`kubectl modelrollout
+/// status`): the weight and both arms' error rate and p95 latency at one analysis.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisPoint {
+    /// When the measurements were taken.
+    pub time: Time,
+    /// Canary weight (percent) the measurements were taken at.
+    pub canary_weight: i32,
+    /// Pass, Fail, Inconclusive or Error.
+    pub verdict: Verdict,
+    /// Canary error rate (0..1); absent when the canary served no request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_error_rate: Option<f64>,
+    /// Stable error rate (0..1); absent when stable served no request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_error_rate: Option<f64>,
+    /// Canary p95 latency in seconds; absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_latency_p95_seconds: Option<f64>,
+    /// Stable p95 latency in seconds; absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_latency_p95_seconds: Option<f64>,
+}
+
+/// How many points `status.history` keeps (the oldest are dropped first).
+pub const HISTORY_LIMIT: usize = 60;
 
 /// One analysis run.
 #[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -11,9 +11,14 @@ use serde::{Deserialize, Serialize};
 /// Field manager the controller uses for every server-side apply (status and routing ConfigMap).
 pub const FIELD_MANAGER: &str = "modelrollout-controller";
 
-/// Annotation that asks the controller to skip the remaining steps and promote the canary now.
-/// Any new value is acted on once; the plugin writes a timestamp.
+/// Annotation that asks the controller to move on by one step now: end the current pause (timed
+/// or indefinite) or skip the wait for analysis at the current weight. Any new value is acted on
+/// once; the plugin writes `<RFC 3339 time> by <user>`, and the controller quotes the value in
+/// its `ManualPromote` Event so the Event names who asked.
 pub const ANNOTATION_PROMOTE: &str = "rollouts.modelops.io/promote";
+/// Annotation that asks the controller to skip every remaining step and give the canary 100 %
+/// now (`kubectl modelrollout promote --full`). Same value convention as the promote annotation.
+pub const ANNOTATION_PROMOTE_FULL: &str = "rollouts.modelops.io/promote-full";
 /// Annotation that asks the controller to roll back to stable now (reason `ManualAbort`).
 pub const ANNOTATION_ABORT: &str = "rollouts.modelops.io/abort";
 /// Annotation that asks the controller to restart a rolled-back or failed rollout from step 1.
@@ -140,6 +145,15 @@ words! {
         ManualPromote,
         /// Someone set the retry annotation.
         ManualRetry,
+        /// `spec.paused` went back to false.
+        Resumed,
+        /// Canary and stable fail alike (an outage of both providers, a bad shared dependency):
+        /// not the canary's fault, so the rollout holds instead of rolling back.
+        BothArmsFailing,
+        /// The proxies have not all reported the desired canary weight yet.
+        WaitingForProxies,
+        /// A manual request was ignored because it does not apply in the current phase.
+        RequestIgnored,
         /// `spec.paused` is true.
         PausedBySpec,
         /// A pause step without a duration waits for a manual promote.
@@ -267,6 +281,7 @@ mod tests {
     fn annotation_keys_and_field_manager() {
         let table = [
             (ANNOTATION_PROMOTE, "rollouts.modelops.io/promote"),
+            (ANNOTATION_PROMOTE_FULL, "rollouts.modelops.io/promote-full"),
             (ANNOTATION_ABORT, "rollouts.modelops.io/abort"),
             (ANNOTATION_RETRY, "rollouts.modelops.io/retry"),
             (FIELD_MANAGER, "modelrollout-controller"),
