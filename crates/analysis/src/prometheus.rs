@@ -16,11 +16,24 @@ use crate::{
 };
 
 /// The real source: Prometheus' HTTP API with a per-query timeout.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PrometheusSource {
     query_timeout: Duration,
     /// One client (and its connection pool) per Prometheus address.
     clients: Arc<Mutex<HashMap<String, Client>>>,
+}
+
+impl std::fmt::Debug for PrometheusSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The client has no Debug; the cached addresses are what is worth seeing.
+        let clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut addresses: Vec<&String> = clients.keys().collect();
+        addresses.sort();
+        f.debug_struct("PrometheusSource")
+            .field("query_timeout", &self.query_timeout)
+            .field("addresses", &addresses)
+            .finish()
+    }
 }
 
 impl PrometheusSource {
@@ -48,18 +61,21 @@ impl PrometheusSource {
         Ok(client)
     }
 
-    /// Runs one instant query at "now", mapping every failure to an [`AnalysisError`].
+    /// Runs one instant query evaluated at `at` (Unix seconds, millisecond precision), mapping
+    /// every failure to an [`AnalysisError`].
     async fn query(
         &self,
         client: &Client,
         address: &str,
         query: String,
+        at: &str,
     ) -> Result<Data, AnalysisError> {
         let millis = i64::try_from(self.query_timeout.as_millis()).unwrap_or(i64::MAX);
         // POST: custom queries can be long; `timeout` lets Prometheus give up too.
         let response = client
             .query(&query)
             .timeout(millis)
+            .query("time", at)
             .post_raw()
             .await
             .map_err(|e| self.transport_error(address, e))?;
@@ -100,18 +116,19 @@ impl PrometheusSource {
         target: &Target,
         arm: Arm,
         range: Duration,
+        at: &str,
     ) -> Result<ArmSample, AnalysisError> {
         let address = target.prometheus.as_str();
         let requests = promql::requests(target, arm, range);
         let errors = promql::errors(target, arm, range);
         let (counts, quantiles) = join(
             try_join(
-                self.query(client, address, requests.clone()),
-                self.query(client, address, errors.clone()),
+                self.query(client, address, requests.clone(), at),
+                self.query(client, address, errors.clone(), at),
             ),
             try_join(
-                self.query(client, address, promql::latency_p95(target, arm, range)),
-                self.query(client, address, promql::ttft_p95(target, arm, range)),
+                self.query(client, address, promql::latency_p95(target, arm, range), at),
+                self.query(client, address, promql::ttft_p95(target, arm, range), at),
             ),
         )
         .await;
@@ -134,10 +151,11 @@ impl PrometheusSource {
         name: &str,
         template: &str,
         range: Duration,
+        at: &str,
     ) -> Result<CustomSample, AnalysisError> {
         let value = match promql::custom(template, target, range) {
             Err(problem) => Err(crate::MetricProblem::Template(problem)),
-            Ok(query) => mapping::custom(&self.query(client, &target.prometheus, query).await?),
+            Ok(query) => mapping::custom(&self.query(client, &target.prometheus, query, at).await?),
         };
         Ok(CustomSample { name: name.to_owned(), value })
     }
@@ -159,7 +177,8 @@ impl MetricsSource for PrometheusSource {
         let address = target.prometheus.as_str();
         let client = self.client(address)?;
         let query = promql::proxy_weights(target);
-        let data = self.bounded(address, self.query(&client, address, query.clone())).await?;
+        let at = evaluation_time();
+        let data = self.bounded(address, self.query(&client, address, query.clone(), &at)).await?;
         mapping::proxy_weights(address, &query, &data)
     }
 
@@ -171,16 +190,19 @@ impl MetricsSource for PrometheusSource {
         let address = target.prometheus.as_str();
         let client = self.client(address)?;
         let range = promql::whole_seconds(spec.range);
+        // One evaluation time for every query: counts and ratios of one analysis must cover
+        // the same range, or increase()'s extrapolation differs from query to query.
+        let at = evaluation_time();
+        let at = at.as_str();
         let work = async {
-            let customs = join_all(
-                spec.custom
-                    .iter()
-                    .map(|(name, template)| self.custom(&client, target, name, template, range)),
-            );
+            let customs =
+                join_all(spec.custom.iter().map(|(name, template)| {
+                    self.custom(&client, target, name, template, range, at)
+                }));
             let ((canary, stable), custom) = join(
                 join(
-                    self.arm(&client, target, Arm::Canary, range),
-                    self.arm(&client, target, Arm::Stable, range),
+                    self.arm(&client, target, Arm::Canary, range, at),
+                    self.arm(&client, target, Arm::Stable, range, at),
                 ),
                 customs,
             )
@@ -195,6 +217,14 @@ impl MetricsSource for PrometheusSource {
         };
         self.bounded(address, work).await
     }
+}
+
+/// Now as Unix seconds with milliseconds, the form of the API's `time` parameter. The
+/// controller's clock, like the range the controller clipped with it.
+fn evaluation_time() -> String {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:03}", now.as_secs(), now.subsec_millis())
 }
 
 /// What the error mapping needs from a `reqwest::Error`, which is not `Clone`.

@@ -58,9 +58,13 @@ impl MetricsServer {
         self.series.lock().expect("series").insert(series.to_owned(), value);
     }
 
-    /// Adds to one series.
-    fn add(&self, series: &str, delta: f64) {
-        *self.series.lock().expect("series").entry(series.to_owned()).or_default() += delta;
+    /// Adds to several series at once: one scrape sees all changes or none, so every series
+    /// shares its sample times (which makes ratios and quantiles exact).
+    fn add(&self, changes: &[(&str, f64)]) {
+        let mut series = self.series.lock().expect("series");
+        for (name, delta) in changes {
+            *series.entry((*name).to_owned()).or_default() += delta;
+        }
     }
 }
 
@@ -128,6 +132,9 @@ fn labels(rollout: &str) -> String {
 /// Polls an instant query until `ready` accepts its single value (or the vector is empty and
 /// `ready(None)` accepts that).
 async fn wait_for(address: &str, query: &str, ready: impl Fn(Option<f64>) -> bool) {
+    // A plain client needs a process-wide rustls provider (`rustls-no-provider`); the source
+    // under test brings its own config and does not.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = prometheus_http_query::Client::try_from(address).expect("client");
     let deadline = tokio::time::Instant::now() + SCRAPE_WAIT;
     loop {
@@ -186,25 +193,32 @@ async fn counts_errors_and_p95_per_arm() {
             .chain(["0.1", "+Inf"].map(|le| bucket(ttft, "true", le)))
             .collect();
         // Every series starts at zero, as the proxy creates them when a route is loaded.
-        for series in counters.iter().chain(&buckets) {
-            server.set(series, 0.0);
-        }
+        let zeros: Vec<(&str, f64)> =
+            counters.iter().chain(&buckets).map(|s| (s.as_str(), 0.0)).collect();
+        server.add(&zeros);
         let witness = &counters[0];
         wait_samples(&address, witness, 2).await;
 
-        // Canary: 100 requests, 25 errors, 1000 rate-limited; p95 in the (0.5, 1] bucket.
-        server.add(&counters[0], 75.0);
-        server.add(&counters[1], 25.0);
-        server.add(&counters[2], 1000.0);
-        for (le, n) in [("0.5", 90.0), ("1", 100.0), ("+Inf", 100.0)] {
-            server.add(&bucket(duration, "true", le), n);
-        }
-        // Stable: 200 requests, 10 errors; p95 in the (0.1, 0.25] bucket.
-        server.add(&counters[3], 190.0);
-        server.add(&counters[4], 10.0);
-        for (le, n) in [("0.1", 50.0), ("0.25", 100.0), ("0.5", 100.0), ("1", 100.0), ("+Inf", 100.0)] {
-            server.add(&bucket(duration, "false", le), n);
-        }
+        let (c, s) = (|le: &str| bucket(duration, "true", le), |le: &str| bucket(duration, "false", le));
+        let (c05, c1, cinf) = (c("0.5"), c("1"), c("+Inf"));
+        let (s01, s025, s05, s1, sinf) = (s("0.1"), s("0.25"), s("0.5"), s("1"), s("+Inf"));
+        server.add(&[
+            // Canary: 100 requests, 25 errors, 1000 rate-limited; p95 in the (0.5, 1] bucket.
+            (&counters[0], 75.0),
+            (&counters[1], 25.0),
+            (&counters[2], 1000.0),
+            (&c05, 90.0),
+            (&c1, 100.0),
+            (&cinf, 100.0),
+            // Stable: 200 requests, 10 errors; p95 in the (0.1, 0.25] bucket.
+            (&counters[3], 190.0),
+            (&counters[4], 10.0),
+            (&s01, 50.0),
+            (&s025, 100.0),
+            (&s05, 100.0),
+            (&s1, 100.0),
+            (&sinf, 100.0),
+        ]);
         wait_for(&address, witness, |v| v == Some(75.0)).await;
         let before_bump = 2;
         wait_samples(&address, witness, before_bump + 4).await;
@@ -293,7 +307,7 @@ async fn custom_metrics_and_their_problems() {
             shared.a.set(&format!(r#"fixture_shards{{{l},shard="{shard}"}}"#), 1.0);
         }
         wait_samples(&address, &cost, 2).await;
-        shared.a.add(&cost, 40.0);
+        shared.a.add(&[(&cost, 40.0)]);
         wait_for(&address, &cost, |v| v == Some(40.0)).await;
 
         let metric = |name: &str, query: &str| (name.to_owned(), query.to_owned());
@@ -366,7 +380,8 @@ async fn stopped_prometheus_is_unreachable_until_restarted() {
         let gauge = format!("gray_release_canary_weight{{{}}}", labels("restart"));
         server.set(&gauge, 5.0);
         let mut prometheus = tokio::task::spawn_blocking(move || {
-            TestPrometheus::start(&[server.addr.clone()], Duration::from_secs(1)).expect("start")
+            TestPrometheus::start(std::slice::from_ref(&server.addr), Duration::from_secs(1))
+                .expect("start")
         })
         .await
         .expect("start task");

@@ -26,7 +26,7 @@ pub fn targets_json(targets: &[String]) -> String {
 /// A duration as Prometheus writes it, in whole milliseconds (at least 1 ms).
 pub fn promql_duration(duration: Duration) -> String {
     let ms = duration.as_millis().max(1);
-    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
 #[cfg(test)]

@@ -70,3 +70,39 @@ fn unscrapable_target_is_named() {
     let err = prometheus.wait_scraped(Duration::from_secs(3)).expect_err("never up");
     assert!(err.to_string().contains(&target), "{err}");
 }
+
+/// SIGKILL runs no destructor: the supervisor notices the owner's pipe closing, stops
+/// Prometheus and removes its directory.
+#[test]
+fn sigkilled_owner_leaves_nothing_behind() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut owner = Command::new(env!("CARGO_BIN_EXE_testprometheus"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn testprometheus");
+    let mut line = String::new();
+    std::io::BufReader::new(owner.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("first line");
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|word| word.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+            .to_owned()
+    };
+    let pid: u32 = field("pid=").parse().expect("pid");
+    let dir = std::path::PathBuf::from(field("dir="));
+    assert!(process_alive(pid) && dir.exists(), "not running: {line}");
+
+    owner.kill().expect("SIGKILL the owner");
+    owner.wait().expect("reap the owner");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while (process_alive(pid) || dir.exists()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!process_alive(pid), "Prometheus {pid} outlived its SIGKILLed owner");
+    assert!(!dir.exists(), "{} outlived its SIGKILLed owner", dir.display());
+}
