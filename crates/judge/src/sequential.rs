@@ -204,11 +204,7 @@ impl SequentialTest {
     /// The lower half of [`Self::ratio_bounds`].
     pub fn lower_bound(&self, confidence: f64) -> f64 {
         let level = rejection_level(confidence);
-        let llr = &self.state.log_likelihood_ratios;
-        let rejected = |i: usize| {
-            mixture_against(llr, i + 1..=(i + STEPS_PER_DECADE).min(GRID_LEN - 1), i) >= level
-        };
-        match (0..GRID_LEN - 1).find(|&i| !rejected(i)) {
+        match (0..GRID_LEN - 1).find(|&i| !self.excludes_below(i, level)) {
             Some(0) => 0.0,
             Some(i) => grid_ratio(i - 1),
             None => grid_ratio(GRID_LEN - 2),
@@ -218,14 +214,33 @@ impl SequentialTest {
     /// The upper half of [`Self::ratio_bounds`].
     pub fn upper_bound(&self, confidence: f64) -> f64 {
         let level = rejection_level(confidence);
-        let llr = &self.state.log_likelihood_ratios;
-        let rejected =
-            |i: usize| mixture_against(llr, i.saturating_sub(STEPS_PER_DECADE)..=i - 1, i) >= level;
-        match (1..GRID_LEN).rev().find(|&i| !rejected(i)) {
+        match (1..GRID_LEN).rev().find(|&i| !self.excludes_above(i, level)) {
             Some(i) if i == GRID_LEN - 1 => f64::INFINITY,
             Some(i) => grid_ratio(i + 1),
             None => grid_ratio(1),
         }
+    }
+
+    /// Whether `upper_bound(confidence) <= ratio`, without computing the bound: it stops at
+    /// the first grid ratio above `ratio` that the data cannot exclude.
+    pub fn upper_bound_at_most(&self, confidence: f64, ratio: f64) -> bool {
+        let level = rejection_level(confidence);
+        match (1..GRID_LEN).rev().find(|&i| grid_ratio(i) <= ratio) {
+            Some(at) => (at..GRID_LEN).rev().all(|i| self.excludes_above(i, level)),
+            None => false,
+        }
+    }
+
+    /// Whether the data reject "ρ ≤ ρᵢ" (mixing over the grid ratios in (ρᵢ, 10ρᵢ]).
+    fn excludes_below(&self, i: usize, level: f64) -> bool {
+        let llr = &self.state.log_likelihood_ratios;
+        mixture_against(llr, i + 1..=(i + STEPS_PER_DECADE).min(GRID_LEN - 1), i) >= level
+    }
+
+    /// Whether the data reject "ρ ≥ ρᵢ" (mixing over the grid ratios in [ρᵢ/10, ρᵢ)).
+    fn excludes_above(&self, i: usize, level: f64) -> bool {
+        let llr = &self.state.log_likelihood_ratios;
+        mixture_against(llr, i.saturating_sub(STEPS_PER_DECADE)..=i - 1, i) >= level
     }
 
     /// One sentence for status and events, at this test's own confidence `1 − α`, e.g.
@@ -323,6 +338,19 @@ mod tests {
         assert!(test.evidence() < 20.0 && test.rejected());
     }
 
+    /// The quick margin check agrees with the upper bound itself, on both sides of the margin.
+    #[test]
+    fn margin_check_agrees_with_the_bound() {
+        let mut test = SequentialTest::new(0.05);
+        for t in 0..40 {
+            test.observe(Counts::new(2500.0, 25.0 + (t % 3) as f64, 2500.0, 25.0));
+            let upper = test.upper_bound(0.95);
+            for margin in [1.05, 1.25, 1.5, 2.0, 5.0, 20.0] {
+                assert_eq!(test.upper_bound_at_most(0.95, margin), upper <= margin, "{t} {margin}");
+            }
+        }
+    }
+
     /// The sentences a user reads in status, for each kind of evidence.
     #[test]
     fn summaries_read_well() {
@@ -340,14 +368,14 @@ mod tests {
         let alike = observed(&[(1840.0, 18.0, 1840.0, 19.0)]);
         assert_eq!(
             alike.summary("errors"),
-            "canary errors 0.95× stable (≤ 2.38× with 95 % confidence) after 1 840 canary requests"
+            "canary errors 0.95× stable (≤ 2.6× with 95 % confidence) after 1 840 canary requests"
         );
         let quiet = observed(&[(120.0, 0.0, 1080.0, 0.0)]);
         assert_eq!(quiet.summary("errors"), "no errors on either arm after 120 canary requests");
         let only_canary = observed(&[(120.0, 4.0, 1080.0, 0.0)]);
         assert_eq!(
             only_canary.summary("errors"),
-            "canary errors 4 vs none on stable (≥ 3.16× with 95 % confidence) after 120 canary requests"
+            "canary errors 4 vs none on stable (≥ 1.99× with 95 % confidence) after 120 canary requests"
         );
     }
 }

@@ -103,12 +103,13 @@ pub fn issue_9() -> Vec<Experiment> {
     ]
 }
 
-/// The rules of the table's columns: the sequential judge at its default α = 0.05 and at 0.10,
-/// then Flagger- and Argo-style thresholds.
+/// The rules of the table's columns: the sequential judge as configured by default (three
+/// metrics, α = 0.05), at α = 0.10, and on errors alone; then Flagger- and Argo-style thresholds.
 pub fn standard_rules() -> Vec<Box<dyn Rule>> {
     vec![
-        Box::new(Sequential { alpha: 0.05 }),
-        Box::new(Sequential { alpha: 0.10 }),
+        Box::new(Sequential { alpha: 0.05, errors_only: false }),
+        Box::new(Sequential { alpha: 0.10, errors_only: false }),
+        Box::new(Sequential { alpha: 0.05, errors_only: true }),
         Box::new(Threshold::flagger()),
         Box::new(Threshold::argo_strict()),
         Box::new(Threshold::argo_lenient()),

@@ -15,27 +15,33 @@ pub trait Rule: Sync {
     fn first_rollback(&self, intervals: &[IntervalCounts]) -> Option<u32>;
 }
 
-/// The sequential judge at false-alarm level `alpha`, on errors, slow requests and slow first
-/// tokens, fed cumulative counts since the rollout started.
+/// The sequential judge at false-alarm level `alpha`, fed cumulative counts since the rollout
+/// started: on errors, slow requests and slow first tokens (α split over the three), or on
+/// errors alone.
 #[derive(Debug, Clone, Copy)]
 pub struct Sequential {
     /// Overall false-alarm level.
     pub alpha: f64,
+    /// Judge errors only (α not split), to show what watching latency too costs.
+    pub errors_only: bool,
 }
 
 impl Rule for Sequential {
     fn name(&self) -> String {
-        format!("sequential judge, α = {}", self.alpha)
+        let what = if self.errors_only { "errors only" } else { "3 metrics" };
+        format!("sequential judge, {what}, α = {}", self.alpha)
     }
 
     fn first_rollback(&self, intervals: &[IntervalCounts]) -> Option<u32> {
-        let mut judge = Judge::new(self.alpha, &METRICS).expect("valid judge settings");
+        let metrics = if self.errors_only { &METRICS[..1] } else { &METRICS[..] };
+        let mut judge = Judge::new(self.alpha, metrics).expect("valid judge settings");
         let mut cumulative = [Counts::default(); 3];
         for (t, interval) in intervals.iter().enumerate() {
             for (total, add) in cumulative.iter_mut().zip(interval.per_metric()) {
                 *total = total.plus(add);
             }
-            let verdict = judge.observe(&cumulative).expect("one reading per metric");
+            let verdict =
+                judge.observe(&cumulative[..metrics.len()]).expect("one reading per metric");
             if matches!(verdict, JudgeVerdict::Regression { .. }) {
                 return Some(t as u32 + 1);
             }

@@ -28,7 +28,7 @@ fn a_a_scenarios() -> Vec<Scenario> {
 fn judge_on_identical_arms_stays_within_alpha() {
     let (runs, alpha) = (2000, 0.05);
     for (s, scenario) in a_a_scenarios().iter().enumerate() {
-        let rule = Sequential { alpha };
+        let rule = Sequential { alpha, errors_only: false };
         let false_rollbacks = (0..runs)
             .filter(|&run| {
                 let intervals = scenario.simulate(&mut Rng::seeded(1234, &[s as u64, run]));
