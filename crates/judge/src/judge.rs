@@ -199,11 +199,10 @@ impl Judge {
 
     /// The verdict on the evidence so far.
     pub fn verdict(&self) -> JudgeVerdict {
-        let strongest = self
-            .metrics
-            .iter()
-            .filter(|(_, test)| test.rejected())
-            .max_by(|a, b| a.1.state().peak_log_evidence.total_cmp(&b.1.state().peak_log_evidence));
+        let strongest =
+            self.metrics.iter().filter(|(_, test)| test.rejected()).max_by(|a, b| {
+                a.1.state().peak_log_evidence.total_cmp(&b.1.state().peak_log_evidence)
+            });
         if let Some((name, test)) = strongest {
             return JudgeVerdict::Regression {
                 metric: name.clone(),
@@ -259,7 +258,8 @@ mod tests {
         let mut judge = Judge::new(0.05, &METRICS).unwrap();
         let verdicts: Vec<JudgeVerdict> =
             regression(5).iter().map(|reading| judge.observe(reading).unwrap()).collect();
-        let JudgeVerdict::Regression { metric, evidence, summary } = verdicts.last().unwrap() else {
+        let JudgeVerdict::Regression { metric, evidence, summary } = verdicts.last().unwrap()
+        else {
             panic!("no regression after 5 intervals: {verdicts:?}");
         };
         assert_eq!(metric, "errors");
@@ -335,7 +335,11 @@ mod tests {
             Judge::new(1.0, &METRICS).unwrap_err().to_string(),
             Judge::new(0.05, &[]).unwrap_err().to_string(),
             Judge::new(0.05, &METRICS).unwrap().with_max_regression(0.9).unwrap_err().to_string(),
-            Judge::new(0.05, &METRICS).unwrap().observe(&[Counts::default()]).unwrap_err().to_string(),
+            Judge::new(0.05, &METRICS)
+                .unwrap()
+                .observe(&[Counts::default()])
+                .unwrap_err()
+                .to_string(),
             Judge::resume(0.05, &["errors"], Judge::new(0.05, &METRICS).unwrap().state())
                 .unwrap_err()
                 .to_string(),

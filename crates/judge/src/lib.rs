@@ -10,6 +10,8 @@
 //!
 //! The method, its assumptions and its measured behaviour are in `docs/decisions.md`.
 
+#![warn(missing_docs)]
+
 mod counts;
 mod judge;
 mod sequential;
@@ -17,6 +19,4 @@ mod wording;
 
 pub use counts::Counts;
 pub use judge::{DEFAULT_MAX_REGRESSION, Judge, JudgeError, JudgeState, JudgeVerdict, MetricState};
-pub use sequential::{
-    GRID_LEN, MAX_RATIO, SequentialTest, StateError, TestState, grid_ratio,
-};
+pub use sequential::{GRID_LEN, MAX_RATIO, SequentialTest, StateError, TestState, grid_ratio};

@@ -37,10 +37,14 @@ pub fn grid_ratio(i: usize) -> f64 {
 fn grid() -> &'static [f64; GRID_LEN] {
     static GRID: OnceLock<[f64; GRID_LEN]> = OnceLock::new();
     GRID.get_or_init(|| {
-        std::array::from_fn(|i| {
-            MAX_RATIO.powf((i as f64 - ONE as f64) / STEPS_PER_DECADE as f64)
-        })
+        std::array::from_fn(|i| MAX_RATIO.powf((i as f64 - ONE as f64) / STEPS_PER_DECADE as f64))
     })
+}
+
+/// `ln ρ` at every grid point.
+fn ln_grid() -> &'static [f64; GRID_LEN] {
+    static LN_GRID: OnceLock<[f64; GRID_LEN]> = OnceLock::new();
+    LN_GRID.get_or_init(|| grid().map(f64::ln))
 }
 
 /// What a [`SequentialTest`] remembers between analysis intervals: small, serialisable, and
@@ -83,7 +87,9 @@ pub enum StateError {
         found: usize,
     },
     /// The state holds a NaN or infinite value.
-    #[error("judge state holds a non-finite number: it was edited or corrupted; start the evidence afresh")]
+    #[error(
+        "judge state holds a non-finite number: it was edited or corrupted; start the evidence afresh"
+    )]
     NotFinite,
 }
 
@@ -148,8 +154,9 @@ impl SequentialTest {
             return;
         }
         let q = inc.canary_requests / (inc.canary_requests + inc.stable_requests);
-        for (llr, &rho) in self.state.log_likelihood_ratios.iter_mut().zip(grid()) {
-            *llr += inc.canary_events * rho.ln() - events * (q * (rho - 1.0)).ln_1p();
+        let points = grid().iter().zip(ln_grid());
+        for (llr, (&rho, &ln_rho)) in self.state.log_likelihood_ratios.iter_mut().zip(points) {
+            *llr += inc.canary_events * ln_rho - events * (q * (rho - 1.0)).ln_1p();
         }
         self.state.peak_log_evidence = self.state.peak_log_evidence.max(self.log_evidence());
     }
@@ -221,12 +228,13 @@ impl SequentialTest {
         }
     }
 
-    /// Whether `upper_bound(confidence) <= ratio`, without computing the bound: it stops at
-    /// the first grid ratio above `ratio` that the data cannot exclude.
+    /// Whether `upper_bound(confidence) <= ratio`, without computing the bound: it checks the
+    /// grid ratios from `ratio` upwards and stops at the first the data cannot exclude (most
+    /// often the first one).
     pub fn upper_bound_at_most(&self, confidence: f64, ratio: f64) -> bool {
         let level = rejection_level(confidence);
         match (1..GRID_LEN).rev().find(|&i| grid_ratio(i) <= ratio) {
-            Some(at) => (at..GRID_LEN).rev().all(|i| self.excludes_above(i, level)),
+            Some(at) => (at..GRID_LEN).all(|i| self.excludes_above(i, level)),
             None => false,
         }
     }

@@ -39,7 +39,11 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "shared_outage",
-        intervals: &[(500.0, 5.0, 4500.0, 46.0), (1250.0, 120.0, 3750.0, 370.0), (2500.0, 26.0, 2500.0, 24.0)],
+        intervals: &[
+            (500.0, 5.0, 4500.0, 46.0),
+            (1250.0, 120.0, 3750.0, 370.0),
+            (2500.0, 26.0, 2500.0, 24.0),
+        ],
         log_evidence: -3.3934742549126833,
         lower95: 0.7079457843841379,
         upper95: 1.4125375446227544,
@@ -60,7 +64,11 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "canary_better",
-        intervals: &[(2500.0, 10.0, 2500.0, 30.0), (2500.0, 12.0, 2500.0, 28.0), (2500.0, 9.0, 2500.0, 31.0)],
+        intervals: &[
+            (2500.0, 10.0, 2500.0, 30.0),
+            (2500.0, 12.0, 2500.0, 28.0),
+            (2500.0, 9.0, 2500.0, 31.0),
+        ],
         log_evidence: -5.234211416859362,
         lower95: 0.1778279410038923,
         upper95: 0.6309573444801932,
@@ -85,7 +93,12 @@ fn run(case: &Case) -> SequentialTest {
 fn evidence_matches_the_reference() {
     for case in CASES {
         let test = run(case);
-        assert!(close(test.log_evidence(), case.log_evidence), "{}: {}", case.name, test.log_evidence());
+        assert!(
+            close(test.log_evidence(), case.log_evidence),
+            "{}: {}",
+            case.name,
+            test.log_evidence()
+        );
         let llr = test.state().log_likelihood_ratios[52];
         assert!(close(llr, case.llr_near_2), "{}: {llr}", case.name);
     }

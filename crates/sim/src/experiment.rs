@@ -60,15 +60,27 @@ pub fn issue_9() -> Vec<Experiment> {
     ];
     vec![
         Experiment {
-            scenario: scenario("A/A: identical arms, 500 canary requests per interval", 10000.0, BASELINE),
+            scenario: scenario(
+                "A/A: identical arms, 500 canary requests per interval",
+                10000.0,
+                BASELINE,
+            ),
             rows: vec![(Measure::Rollbacks, Goal::AtMost(0.01))],
         },
         Experiment {
-            scenario: scenario("2× errors (1 % → 2 %), 500 canary requests per interval", 10000.0, double_errors),
+            scenario: scenario(
+                "2× errors (1 % → 2 %), 500 canary requests per interval",
+                10000.0,
+                double_errors,
+            ),
             rows: detection,
         },
         Experiment {
-            scenario: scenario("2× errors, 1 000 canary requests per interval", 20000.0, double_errors),
+            scenario: scenario(
+                "2× errors, 1 000 canary requests per interval",
+                20000.0,
+                double_errors,
+            ),
             rows: vec![(Measure::Within(3), Goal::AtLeast(0.90))],
         },
         Experiment {
@@ -96,7 +108,11 @@ pub fn issue_9() -> Vec<Experiment> {
         Experiment {
             scenario: Scenario {
                 steps: (1..=10).map(|i| (5.0 * i as f64, 3)).collect(),
-                ..scenario("A/A with the weight ramping 5 → 50 % (3 intervals per 5 % step)", 10000.0, BASELINE)
+                ..scenario(
+                    "A/A with the weight ramping 5 → 50 % (3 intervals per 5 % step)",
+                    10000.0,
+                    BASELINE,
+                )
             },
             rows: vec![(Measure::Rollbacks, Goal::AtMost(0.01))],
         },

@@ -3,6 +3,8 @@
 //! the sequential judge and by fixed-threshold rules configured like Flagger's and Argo's.
 //! Deterministic for a seed, on every machine.
 
+#![warn(missing_docs)]
+
 pub mod experiment;
 pub mod report;
 pub mod rng;

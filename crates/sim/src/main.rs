@@ -22,7 +22,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut options = Options { runs: 4000, seed: 9, threads: 2, write: None };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
-        let number = |v: String| v.parse::<u64>().map_err(|_| format!("{flag}: {v:?} is not a number"));
+        let number =
+            |v: String| v.parse::<u64>().map_err(|_| format!("{flag}: {v:?} is not a number"));
         match flag.as_str() {
             "--runs" => options.runs = number(value()?)?.max(1),
             "--seed" => options.seed = number(value()?)?,
@@ -53,14 +54,18 @@ fn main() -> ExitCode {
     let names: Vec<String> = rules.iter().map(|r| r.name()).collect();
     let section = format!(
         "{BEGIN}\n`modelrollout-sim --runs {} --seed {}` ({} simulated rollouts per scenario; \
-         95 % confidence intervals in brackets):\n\n{}{END}",
+         95 % confidence intervals in parentheses):\n\n{}{END}",
         options.runs,
         options.seed,
         options.runs,
         table(&experiments, &outcomes, &names)
     );
     println!("{section}");
-    eprintln!("simulated {} rollouts in {:.1?}", options.runs * experiments.len() as u64, started.elapsed());
+    eprintln!(
+        "simulated {} rollouts in {:.1?}",
+        options.runs * experiments.len() as u64,
+        started.elapsed()
+    );
     if let Some(path) = options.write {
         let doc = match std::fs::read_to_string(&path) {
             Ok(doc) => doc,

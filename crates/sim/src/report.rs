@@ -24,7 +24,12 @@ pub fn proportion(hits: usize, n: usize) -> Estimate {
     let p = k / n;
     let centre = (p + Z * Z / (2.0 * n)) / (1.0 + Z * Z / n);
     let half = Z / (1.0 + Z * Z / n) * (p * (1.0 - p) / n + Z * Z / (4.0 * n * n)).sqrt();
-    Estimate { value: p, low: (centre - half).max(0.0), high: (centre + half).min(1.0), share: true }
+    Estimate {
+        value: p,
+        low: (centre - half).max(0.0),
+        high: (centre + half).min(1.0),
+        share: true,
+    }
 }
 
 /// The mean with a normal-approximation interval; `None` for no values.
@@ -97,6 +102,7 @@ fn number(x: f64, share: bool) -> String {
 fn cell(estimate: Option<Estimate>) -> String {
     match estimate {
         None => "no rollback".to_string(),
+        Some(e) if e.value.is_infinite() => "never".to_string(),
         Some(e) => format!(
             "{} ({}–{})",
             number(e.value, e.share),

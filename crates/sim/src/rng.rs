@@ -91,7 +91,8 @@ fn ln_factorial(k: f64) -> f64 {
     }
     let inv = 1.0 / k;
     let inv2 = inv * inv;
-    k * k.ln() - k + 0.5 * (2.0 * std::f64::consts::PI * k).ln()
+    k * k.ln() - k
+        + 0.5 * (2.0 * std::f64::consts::PI * k).ln()
         + inv * (1.0 / 12.0 - inv2 * (1.0 / 360.0 - inv2 / 1260.0))
 }
 
