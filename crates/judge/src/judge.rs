@@ -89,7 +89,8 @@ pub enum JudgeVerdict {
         metric: String,
         /// Its peak evidence `E` (≥ number of metrics / α).
         evidence: f64,
-        /// A sentence for status, e.g. "canary errors 2.1× stable (≥ 1.41× …) after 1 840 …".
+        /// A sentence for status at the rollout's confidence, e.g. "canary errors 2.1× stable
+        /// (≥ 1.41× with 95 % confidence) after 1 840 canary requests".
         summary: String,
     },
     /// No regression shown; keep going on schedule.
@@ -207,7 +208,7 @@ impl Judge {
             return JudgeVerdict::Regression {
                 metric: name.clone(),
                 evidence: test.peak_evidence(),
-                summary: test.summary(name),
+                summary: test.summary_at(name, 1.0 - self.alpha),
             };
         }
         let bounded = |test: &SequentialTest| {
@@ -224,9 +225,14 @@ impl Judge {
         JudgeVerdict::SafeToPromote { worst_upper_bound }
     }
 
-    /// One sentence per metric, joined with "; ", for status.
+    /// One sentence per metric, joined with "; ", for status. Each bound is stated at the
+    /// rollout's confidence `1 − α`, the figure the user set; the decisions themselves test each
+    /// metric at α / number of metrics.
     pub fn summary(&self) -> String {
-        self.metrics.iter().map(|(name, test)| test.summary(name)).collect::<Vec<_>>().join("; ")
+        let confidence = 1.0 - self.alpha;
+        let sentences: Vec<String> =
+            self.metrics.iter().map(|(name, test)| test.summary_at(name, confidence)).collect();
+        sentences.join("; ")
     }
 }
 
@@ -266,7 +272,7 @@ mod tests {
         assert!(*evidence >= 2.0 / 0.05, "{evidence}");
         assert_eq!(
             summary,
-            "canary errors 2.2× stable (≥ 1.33× with 97.5 % confidence) after 2 500 canary requests"
+            "canary errors 2.2× stable (≥ 1.33× with 95 % confidence) after 2 500 canary requests"
         );
     }
 

@@ -255,11 +255,18 @@ impl SequentialTest {
     /// "canary errors 2.1× stable (≥ 1.41× with 95 % confidence) after 1 840 canary requests".
     /// `metric` names the events in the plural ("errors", "requests slower than 2s").
     pub fn summary(&self, metric: &str) -> String {
+        self.summary_at(metric, 1.0 - self.alpha)
+    }
+
+    /// [`Self::summary`] with the bound at another confidence.
+    ///
+    /// # Panics
+    /// When `confidence` is not strictly between 0 and 1.
+    pub fn summary_at(&self, metric: &str, confidence: f64) -> String {
         let t = self.state.totals;
         if t.canary_requests <= 0.0 {
             return format!("canary {metric}: no canary requests yet");
         }
-        let confidence = 1.0 - self.alpha;
         let (lower, upper) = self.ratio_bounds(confidence);
         let bound = if lower > 1.0 {
             Some(format!("≥ {}×", ratio_down(lower)))
