@@ -9,6 +9,24 @@
 //! controller keeps it in the rollout's status and a restart loses no evidence.
 //!
 //! The method, its assumptions and its measured behaviour are in `docs/decisions.md`.
+//!
+//! ```
+//! use modelrollout_judge::{Counts, Judge, JudgeState, JudgeVerdict};
+//!
+//! let metrics = ["errors", "requests slower than 2s"];
+//! let mut judge = Judge::new(0.05, &metrics)?;
+//! // Cumulative counts since the rollout started: canary requests and events, stable ditto.
+//! let reading = [Counts::new(500.0, 21.0, 9500.0, 95.0), Counts::new(500.0, 25.0, 9500.0, 475.0)];
+//! match judge.observe(&reading)? {
+//!     JudgeVerdict::Regression { summary, .. } => println!("roll back: {summary}"),
+//!     JudgeVerdict::NoEvidence | JudgeVerdict::SafeToPromote { .. } => {}
+//! }
+//! // Store the state in status; a restarted controller resumes from it.
+//! let stored: JudgeState = judge.state();
+//! let judge = Judge::resume(0.05, &metrics, stored)?;
+//! assert!(judge.summary().starts_with("canary errors 4.2× stable (≥ "));
+//! # Ok::<(), modelrollout_judge::JudgeError>(())
+//! ```
 
 #![warn(missing_docs)]
 
