@@ -164,3 +164,18 @@ pub fn run(
         handles.into_iter().flat_map(|h| h.join().expect("a simulation thread panicked")).collect()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same seed gives the same outcomes however the runs are spread over threads.
+    #[test]
+    fn outcomes_do_not_depend_on_threads() {
+        let (experiment, rules) = (&issue_9()[1], standard_rules());
+        let one = run(1, experiment, &rules, 40, 5, 1);
+        assert_eq!(one, run(1, experiment, &rules, 40, 5, 3));
+        assert_eq!(one.len(), 40);
+        assert_ne!(one, run(1, experiment, &rules, 40, 6, 1), "another seed, other traffic");
+    }
+}
