@@ -1,7 +1,7 @@
 //! The scenarios and targets of issue 9, run through every rule on the same simulated traffic.
 
 use crate::rng::Rng;
-use crate::rules::{Rule, Sequential, Threshold};
+use crate::rules::{PooledSequential, Rule, Sequential, Threshold};
 use crate::traffic::{BASELINE, Incident, Rates, Scenario};
 
 /// What a row of the table measures over the runs of a scenario.
@@ -120,12 +120,14 @@ pub fn issue_9() -> Vec<Experiment> {
 }
 
 /// The rules of the table's columns: the sequential judge as configured by default (three
-/// metrics, α = 0.05), at α = 0.10, and on errors alone; then Flagger- and Argo-style thresholds.
+/// metrics, α = 0.05), at α = 0.10, on errors alone, and recomputed from pooled counts; then
+/// Flagger- and Argo-style thresholds.
 pub fn standard_rules() -> Vec<Box<dyn Rule>> {
     vec![
         Box::new(Sequential { alpha: 0.05, errors_only: false }),
         Box::new(Sequential { alpha: 0.10, errors_only: false }),
         Box::new(Sequential { alpha: 0.05, errors_only: true }),
+        Box::new(PooledSequential { alpha: 0.05 }),
         Box::new(Threshold::flagger()),
         Box::new(Threshold::argo_strict()),
         Box::new(Threshold::argo_lenient()),

@@ -50,6 +50,36 @@ impl Rule for Sequential {
     }
 }
 
+/// The rejected alternative to the judge's state: at every check, the same test recomputed from
+/// the cumulative counts as if they were one interval (no state beyond the counts). Exact only
+/// while the canary's share of traffic never changes; shown to measure what that costs.
+#[derive(Debug, Clone, Copy)]
+pub struct PooledSequential {
+    /// Overall false-alarm level.
+    pub alpha: f64,
+}
+
+impl Rule for PooledSequential {
+    fn name(&self) -> String {
+        format!("pooled counts (rejected design), α = {}", self.alpha)
+    }
+
+    fn first_rollback(&self, intervals: &[IntervalCounts]) -> Option<u32> {
+        let mut cumulative = [Counts::default(); 3];
+        for (t, interval) in intervals.iter().enumerate() {
+            for (total, add) in cumulative.iter_mut().zip(interval.per_metric()) {
+                *total = total.plus(add);
+            }
+            let mut judge = Judge::new(self.alpha, &METRICS).expect("valid judge settings");
+            let verdict = judge.observe(&cumulative).expect("one reading per metric");
+            if matches!(verdict, JudgeVerdict::Regression { .. }) {
+                return Some(t as u32 + 1);
+            }
+        }
+        None
+    }
+}
+
 /// A fixed-threshold analysis checked every interval on that interval's canary counts: a check
 /// fails when the canary's error rate, or its share of slow requests or slow first tokens, is
 /// above `tolerance` × the known stable baseline; the rollout is rolled back once more than
