@@ -87,3 +87,29 @@ fn main() -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> impl Iterator<Item = String> {
+        list.iter().map(|s| s.to_string()).collect::<Vec<_>>().into_iter()
+    }
+
+    /// Defaults, every flag, and the problems a user gets told about.
+    #[test]
+    fn parses_flags() {
+        let defaults = parse(args(&[])).unwrap();
+        assert_eq!((defaults.runs, defaults.seed, defaults.threads), (4000, 9, 2));
+        let set =
+            parse(args(&["--runs", "10", "--seed", "3", "--threads", "1", "--write", "x.md"]))
+                .unwrap();
+        assert_eq!(
+            (set.runs, set.seed, set.threads, set.write.as_deref()),
+            (10, 3, 1, Some("x.md"))
+        );
+        assert_eq!(parse(args(&["--runs"])).err().unwrap(), "--runs needs a value");
+        assert_eq!(parse(args(&["--seed", "x"])).err().unwrap(), "--seed: \"x\" is not a number");
+        assert_eq!(parse(args(&["--fast"])).err().unwrap(), "unknown argument \"--fast\"");
+    }
+}
