@@ -63,6 +63,10 @@ cluster-down: ## stop the local control plane started by cluster-up
 bench: ## proxy vs direct, nginx and LiteLLM on loopback; writes docs/benchmarks.md (not part of make test)
 	bash bench/run.sh
 
+.PHONY: sim
+sim: ## simulate thousands of rollouts: sequential judge vs Flagger/Argo-style thresholds; writes docs/decisions.md
+	$(CARGO) run --release --quiet -p modelrollout-sim -- --write docs/decisions.md
+
 .PHONY: deps
 deps: ## install what the tests need on a fresh machine (Debian packages incl. prometheus, the openai client)
 	@mkdir -p .cache
