@@ -5,17 +5,15 @@
 //!   system has none) plus an optional extra CA file.
 //! - Timeouts: connect (`--connect-timeout`), first byte = response headers
 //!   (`--first-byte-timeout`), idle gap between body chunks (`--idle-timeout`).
-//! - Retries happen only before anything reached the client, only after a connect error, a 429 or
-//!   a 503, at most `--max-retries` times, waiting `--retry-backoff × 2^attempt` or the upstream's
-//!   `Retry-After` when longer; a `Retry-After` beyond `--retry-max-wait` is passed to the client
-//!   instead of waited for.
-//! - With `--fallback-to-stable`, a canary attempt that failed (connect, timeout, missing
-//!   credential, 429 or 5xx after retries) is answered by stable; the canary failure is counted.
+//! - Retries and fallback to stable follow [`crate::policy`]: only what the upstream did not
+//!   execute is retried or sent to stable, unless the operator opts into at-least-once.
+//! - Keys: the arm's credential, or the caller's own only when the arm passes it through.
 //! - Response bodies go out as they arrive ([`MeteredBody`]): nothing waits for more data, so
 //!   SSE streams flow chunk by chunk; frames the upstream connection has already read are merged
 //!   into one write (a burst of events costs one syscall, not one each). The wrapper watches
-//!   them for the metrics (first chunk time, `usage`, how the body ended). Dropping the body (the client hung up) drops the
-//!   upstream response, which closes that upstream connection and so cancels the request.
+//!   them for the metrics (first chunk time, `usage`, how the body ended). Dropping the body
+//!   (the client hung up) drops the upstream response, which closes that upstream connection
+//!   and so cancels the request.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,6 +35,7 @@ use serde::Deserialize;
 use crate::credentials::CredentialStore;
 use crate::error::ApiError;
 use crate::metrics::Outcome;
+use crate::policy::{Attempt, Decision, Policy};
 use crate::request::InspectedBody;
 use crate::split::Track;
 use crate::table::{Arm, Route};
@@ -67,8 +66,10 @@ pub struct ForwardOptions {
     pub retry_backoff: Duration,
     /// Longest `Retry-After` the proxy waits for.
     pub retry_max_wait: Duration,
-    /// Answer failed canary attempts from stable.
+    /// Answer canary attempts that did not reach the canary from stable.
     pub fallback_to_stable: bool,
+    /// Also fall back when the canary may have executed the request.
+    pub fallback_at_least_once: bool,
 }
 
 impl Default for ForwardOptions {
@@ -81,6 +82,7 @@ impl Default for ForwardOptions {
             retry_backoff: Duration::from_millis(100),
             retry_max_wait: Duration::from_secs(5),
             fallback_to_stable: false,
+            fallback_at_least_once: false,
         }
     }
 }
@@ -183,35 +185,31 @@ pub struct Forwarder<'a> {
     pub options: &'a ForwardOptions,
 }
 
-enum ArmFailure {
-    /// Nothing usable came back; answer with this error unless stable takes over.
-    Error(ApiError),
-    /// The canary answered with an error status and stable will take over.
+/// How an arm's attempts ended.
+enum ArmEnd {
+    /// Give the client this (an upstream answer or the proxy's error).
+    Answer(Response<ProxyBody>),
+    /// The canary did not serve the request and the policy sends it to stable.
     FallBack,
 }
 
 impl Forwarder<'_> {
-    /// Sends `request` to `track` of `route` (and to stable if the canary fails and fallback is
-    /// on); the response carries `x-modelrollout-track`.
+    /// Sends `request` to `track` of `route` (and to stable when the canary fails and the
+    /// [`Policy`] falls back); the response carries `x-modelrollout-track`.
     pub async fn forward(
         &self,
         route: &Arc<Route>,
         track: Track,
         request: &ClientRequest<'_>,
     ) -> Response<ProxyBody> {
-        let fall_back = self.options.fallback_to_stable && track.is_canary();
-        let mut response = match self.attempt_arm(route, track, request, fall_back).await {
-            Ok(response) => with_track(response, track),
-            Err(ArmFailure::Error(error)) if !fall_back => with_track(error.into_response(), track),
-            Err(_) => {
+        let mut response = match self.attempt_arm(route, track, request).await {
+            ArmEnd::Answer(response) => with_track(response, track),
+            ArmEnd::FallBack => {
                 tracing::debug!(rollout = %route.document.rollout, "canary failed, falling back to stable");
-                match self.attempt_arm(route, Track::Stable, request, false).await {
-                    Ok(response) => with_track(response, Track::Stable),
-                    Err(ArmFailure::Error(error)) => {
-                        with_track(error.into_response(), Track::Stable)
-                    }
-                    // Not produced when fall_back is false; answered like an unreachable stable.
-                    Err(ArmFailure::FallBack) => with_track(
+                match self.attempt_arm(route, Track::Stable, request).await {
+                    ArmEnd::Answer(response) => with_track(response, Track::Stable),
+                    // The policy never falls back from stable; answered like an unreachable one.
+                    ArmEnd::FallBack => with_track(
                         ApiError::upstream_unreachable(
                             "stable",
                             &route.stable.upstream.endpoint,
@@ -227,30 +225,48 @@ impl Forwarder<'_> {
         response
     }
 
+    fn policy(&self) -> Policy {
+        Policy {
+            max_retries: self.options.max_retries,
+            backoff: self.options.retry_backoff,
+            retry_max_wait: self.options.retry_max_wait,
+            fallback: self.options.fallback_to_stable,
+            fallback_at_least_once: self.options.fallback_at_least_once,
+        }
+    }
+
+    /// A request the proxy's own configuration stops: counted as `reason="config"`, logged
+    /// with the details under a request id; the client sees only that id.
+    fn configuration_error(&self, route: &Route, track: Track, detail: &str) -> ArmEnd {
+        route.arm(track).metrics.record(Outcome::Config, Duration::ZERO);
+        let request_id = format!("{:016x}", rand::random::<u64>());
+        tracing::error!(
+            rollout = %route.document.rollout,
+            track = track.as_str(),
+            request_id,
+            "{detail}"
+        );
+        let on_canary = track.is_canary();
+        match self.policy().decide(0, Attempt::NotSentConfig, on_canary) {
+            Decision::FallBack => ArmEnd::FallBack,
+            _ => ArmEnd::Answer(
+                ApiError::internal_configuration(track.as_str(), route.alias(), &request_id)
+                    .into_response(),
+            ),
+        }
+    }
+
     async fn attempt_arm(
         &self,
         route: &Arc<Route>,
         track: Track,
         request: &ClientRequest<'_>,
-        fall_back: bool,
-    ) -> Result<Response<ProxyBody>, ArmFailure> {
+    ) -> ArmEnd {
         let arm = route.arm(track);
         let authorization = match &arm.credential {
             Some(credential) => match self.credentials.authorization(credential) {
                 Ok(value) => Some(value),
-                Err(error) => {
-                    arm.metrics.record(Outcome::Connect, Duration::ZERO);
-                    tracing::error!(
-                        rollout = %route.document.rollout,
-                        track = track.as_str(),
-                        "{error}"
-                    );
-                    return Err(ArmFailure::Error(ApiError::missing_credential(format!(
-                        "The {} upstream of model {} cannot be called: {error}.",
-                        track.as_str(),
-                        route.alias()
-                    ))));
-                }
+                Err(error) => return self.configuration_error(route, track, &error.to_string()),
             },
             None => None,
         };
@@ -258,14 +274,17 @@ impl Forwarder<'_> {
             ClientBody::Rewrite(inspected) => inspected.with_model(&arm.model_json),
             ClientBody::Raw(bytes) => bytes.clone(),
         };
-        let uri = arm.upstream.uri(request.suffix).map_err(|e| {
-            ArmFailure::Error(ApiError::upstream_unreachable(
-                track.as_str(),
-                &arm.upstream.endpoint,
-                format!("the upstream URL for {} is invalid ({e})", request.suffix),
-            ))
-        })?;
-
+        let uri = match arm.upstream.uri(request.suffix) {
+            Ok(uri) => uri,
+            Err(e) => {
+                let detail = format!(
+                    "upstream URL {} + {:?} is not a valid URI ({e})",
+                    arm.upstream.endpoint, request.suffix
+                );
+                return self.configuration_error(route, track, &detail);
+            }
+        };
+        let policy = self.policy();
         let mut attempt = 0u32;
         loop {
             let started = Instant::now();
@@ -273,8 +292,11 @@ impl Forwarder<'_> {
             *upstream_request.method_mut() = request.method.clone();
             *upstream_request.uri_mut() = uri.clone();
             // Built per attempt: one copy of the client's headers instead of two.
-            *upstream_request.headers_mut() =
-                upstream_headers(request.headers, authorization.clone());
+            *upstream_request.headers_mut() = upstream_headers(
+                request.headers,
+                authorization.clone(),
+                arm.pass_caller_authorization,
+            );
             if let Some(host) = &arm.upstream.host {
                 upstream_request.headers_mut().insert(header::HOST, host.clone());
             }
@@ -288,62 +310,59 @@ impl Forwarder<'_> {
                 self.client.client.request(upstream_request),
             )
             .await;
-            let retries_left = attempt < self.options.max_retries;
-            match sent {
+            let (outcome, answer) = match sent {
                 Err(_elapsed) => {
                     arm.metrics.record(Outcome::Timeout, started.elapsed());
-                    return Err(ArmFailure::Error(ApiError::upstream_timeout(
+                    let error = ApiError::upstream_timeout(
                         track.as_str(),
                         &arm.upstream.endpoint,
                         self.options.first_byte_timeout,
-                    )));
+                    );
+                    (Attempt::TimedOut, Err(error))
                 }
                 Ok(Err(error)) => {
-                    let outcome =
-                        if error.is_connect() { Outcome::Connect } else { Outcome::Upstream5xx };
+                    let (attempt, outcome) = if error.is_connect() {
+                        (Attempt::NotConnected, Outcome::Connect)
+                    } else {
+                        (Attempt::Broken, Outcome::Upstream5xx)
+                    };
                     arm.metrics.record(outcome, started.elapsed());
-                    if outcome == Outcome::Connect && retries_left {
-                        tokio::time::sleep(self.backoff(attempt, None)).await;
-                        attempt += 1;
-                        continue;
-                    }
-                    return Err(ArmFailure::Error(ApiError::upstream_unreachable(
+                    let error = ApiError::upstream_unreachable(
                         track.as_str(),
                         &arm.upstream.endpoint,
                         error_chain(&error),
-                    )));
+                    );
+                    (attempt, Err(error))
                 }
                 Ok(Ok(response)) => {
-                    let status = response.status();
-                    let retryable = matches!(
-                        status,
-                        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-                    );
-                    if retryable && retries_left {
-                        let retry_after = retry_after(response.headers());
-                        if retry_after.is_none_or(|wait| wait <= self.options.retry_max_wait) {
-                            arm.metrics.record(Outcome::from_status(status), started.elapsed());
-                            drop(response);
-                            tokio::time::sleep(self.backoff(attempt, retry_after)).await;
-                            attempt += 1;
-                            continue;
-                        }
-                    }
-                    if fall_back
-                        && (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS)
-                    {
-                        arm.metrics.record(Outcome::from_status(status), started.elapsed());
-                        return Err(ArmFailure::FallBack);
-                    }
-                    return Ok(self.stream_back(route, track, started, response));
+                    let outcome =
+                        Attempt::Answered(response.status(), retry_after(response.headers()));
+                    (outcome, Ok(response))
+                }
+            };
+            let decision = policy.decide(attempt, outcome, track.is_canary());
+            // An answer that is not given to the client is counted now (a given one is counted
+            // when its body ends).
+            if let (Attempt::Answered(status, _), Decision::Retry(_) | Decision::FallBack) =
+                (outcome, decision)
+            {
+                arm.metrics.record(Outcome::from_status(status), started.elapsed());
+            }
+            match decision {
+                Decision::Retry(wait) => {
+                    drop(answer);
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Decision::FallBack => return ArmEnd::FallBack,
+                Decision::Answer => {
+                    return ArmEnd::Answer(match answer {
+                        Ok(response) => self.stream_back(route, track, started, response),
+                        Err(error) => error.into_response(),
+                    });
                 }
             }
         }
-    }
-
-    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let exponential = self.options.retry_backoff.saturating_mul(1 << attempt.min(16));
-        retry_after.map_or(exponential, |wait| wait.max(exponential))
     }
 
     fn stream_back(
@@ -445,9 +464,13 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// The headers sent upstream: the client's minus hop-by-hop, `host` (set from the upstream
 /// URI), `content-length` (recomputed), `expect` (the body is already read) and
-/// `accept-encoding` (identity keeps `usage` readable);
-/// `authorization` replaced by the arm's credential when it has one.
-fn upstream_headers(client: &HeaderMap, authorization: Option<HeaderValue>) -> HeaderMap {
+/// `accept-encoding` (identity keeps `usage` readable). Keys: the arm's credential when it has
+/// one, else the caller's own only when the arm passes it through; otherwise none at all.
+fn upstream_headers(
+    client: &HeaderMap,
+    authorization: Option<HeaderValue>,
+    pass_caller_authorization: bool,
+) -> HeaderMap {
     let mut headers = client.clone();
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
@@ -455,11 +478,29 @@ fn upstream_headers(client: &HeaderMap, authorization: Option<HeaderValue>) -> H
     headers.remove(header::ACCEPT_ENCODING);
     // The proxy already read the whole body; the upstream gets it at once.
     headers.remove(header::EXPECT);
-    if let Some(value) = authorization {
-        headers.insert(header::AUTHORIZATION, value);
+    match authorization {
+        Some(value) => {
+            for name in &CALLER_KEY_HEADERS {
+                headers.remove(name);
+            }
+            headers.insert(header::AUTHORIZATION, value);
+        }
+        None if !pass_caller_authorization => {
+            for name in &CALLER_KEY_HEADERS {
+                headers.remove(name);
+            }
+        }
+        None => {}
     }
     headers
 }
+
+/// Where callers put their own API keys (OpenAI, Azure OpenAI, Anthropic style).
+const CALLER_KEY_HEADERS: [HeaderName; 3] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-api-key"),
+];
 
 // === impl ProxyBody ===
 
@@ -941,18 +982,25 @@ mod tests {
             ("content-length", "10"),
             ("accept-encoding", "gzip"),
             ("authorization", "Bearer caller"),
+            ("x-api-key", "caller"),
             ("x-session-id", "s-1"),
             ("openai-organization", "org"),
         ] {
             client.append(HeaderName::from_static(name), HeaderValue::from_static(value));
         }
-        let passed = upstream_headers(&client, None);
+        let passed = upstream_headers(&client, None, true);
         let names: Vec<&str> = passed.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["authorization", "x-session-id", "openai-organization"]);
+        assert_eq!(names, ["authorization", "x-api-key", "x-session-id", "openai-organization"]);
         assert_eq!(passed["authorization"], "Bearer caller");
-        let injected = upstream_headers(&client, Some(HeaderValue::from_static("Bearer arm")));
+        // Not asked to pass the caller's key: no key at all.
+        let stripped = upstream_headers(&client, None, false);
+        let names: Vec<&str> = stripped.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-session-id", "openai-organization"]);
+        let injected =
+            upstream_headers(&client, Some(HeaderValue::from_static("Bearer arm")), false);
         assert_eq!(injected["authorization"], "Bearer arm");
         assert_eq!(injected.get_all("authorization").iter().count(), 1);
+        assert!(injected.get("x-api-key").is_none());
     }
 
     /// Retry-After is read as seconds; dates and garbage are ignored.

@@ -12,7 +12,7 @@
 //!   same way (between two new claims, the key that sorts first wins);
 //! - a key that disappears (its rollout was deleted) is *retired*: its alias keeps being served,
 //!   by the stable arm only, until the process restarts or another document claims the alias —
-//!   deleting a rollout sends its traffic to stable (DESIGN.md §5), never to a 404.
+//!   deleting a rollout sends its traffic to stable, never to a 404 (docs/routing-document.md).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -90,6 +90,8 @@ pub struct Arm {
     pub upstream: Upstream,
     /// `"<secret>/<key>"`, when the arm injects its own credential.
     pub credential: Option<String>,
+    /// Without a credential: forward the caller's own key (otherwise none is sent).
+    pub pass_caller_authorization: bool,
     /// This arm's metric series.
     pub metrics: ArmMetrics,
 }
@@ -136,6 +138,7 @@ impl Route {
                 model_json: encode_model(&spec.model),
                 upstream,
                 credential: spec.credential.clone(),
+                pass_caller_authorization: spec.pass_caller_authorization,
                 metrics: metrics.arm(
                     &document.rollout,
                     &document.namespace,
@@ -216,12 +219,20 @@ impl Route {
     }
 }
 
+/// Sort key of a claim on an alias: older creation first, undated last, then the key.
+fn precedence<'a>(key: &'a str, route: &'a Route) -> (bool, &'a str, &'a str) {
+    let created = route.document.created_at.as_deref();
+    (created.is_none(), created.unwrap_or_default(), key)
+}
+
 /// The merged, immutable routing table.
 #[derive(Debug, Default)]
 pub struct RoutingTable {
     /// Number of tables published before this one, plus one (0 = nothing loaded yet).
     pub generation: u64,
     by_alias: HashMap<String, Arc<Route>>,
+    /// Documents present but not served, with why (for `/admin/status`).
+    refused: Vec<Refusal>,
 }
 
 impl RoutingTable {
@@ -254,6 +265,7 @@ impl RoutingTable {
         TableStatus {
             loaded: self.is_loaded(),
             generation: self.generation,
+            refused: &self.refused,
             routes: self
                 .routes()
                 .into_iter()
@@ -282,6 +294,8 @@ pub struct TableStatus<'a> {
     pub loaded: bool,
     /// Published table count.
     pub generation: u64,
+    /// Documents present in the source but not served, each with the reason.
+    pub refused: &'a [Refusal],
     /// One entry per alias.
     pub routes: Vec<RouteStatus<'a>>,
 }
@@ -330,12 +344,13 @@ pub struct ArmStatus<'a> {
 
 impl<'a> ArmStatus<'a> {
     fn of(arm: &'a Arm) -> Self {
+        let (requests, errors) = arm.metrics.counts();
         ArmStatus {
             model: &arm.model,
             endpoint: &arm.upstream.endpoint,
             credential: arm.credential.as_deref(),
-            requests: arm.metrics.request_count(),
-            errors: arm.metrics.error_count(),
+            requests,
+            errors,
         }
     }
 }
@@ -344,11 +359,12 @@ impl<'a> ArmStatus<'a> {
 /// refused so a bad document is reported once, not on every rescan.
 #[derive(Debug, Default)]
 pub struct TableUpdater {
-    refused: HashMap<String, Bytes>,
+    /// Key → the refused bytes and why, for keys still present.
+    refused: BTreeMap<String, (Bytes, String)>,
 }
 
 /// One refused document: the key and the one-line reason.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Refusal {
     /// The key / file name.
     pub key: String,
@@ -378,45 +394,45 @@ impl TableUpdater {
                 ),
                 _ => "the key serves nothing until it is fixed".to_owned(),
             };
-            if self.refused.get(key) != Some(raw) {
-                self.refused.insert(key.to_owned(), raw.clone());
-                metrics.reload_failed();
-                tracing::warn!(key, "routing document refused: {reason}; {keeps}");
-                refusals.push(Refusal { key: key.to_owned(), reason });
+            let stored = self.refused.get(key);
+            if stored.is_none_or(|(bytes, why)| bytes != raw || *why != reason) {
+                if stored.is_none_or(|(bytes, _)| bytes != raw) {
+                    metrics.reload_failed();
+                    tracing::warn!(key, "routing document refused: {reason}; {keeps}");
+                    refusals.push(Refusal { key: key.to_owned(), reason: reason.clone() });
+                }
+                self.refused.insert(key.to_owned(), (raw.clone(), reason));
             }
         };
 
-        // Candidates: (key, route, fresh) where fresh means built from new bytes.
-        let mut candidates: Vec<(&str, Arc<Route>, Option<&Bytes>)> = Vec::new();
+        // Candidates: (key, route, the bytes it was built from: older ones when refused and kept).
+        let mut candidates: Vec<(&str, Arc<Route>, &Bytes)> = Vec::new();
         for (key, raw) in snapshot {
             let previous = previous_by_key.get(key.as_str()).filter(|r| !r.retired);
             if let Some(previous) = previous
                 && previous.raw == *raw
             {
-                candidates.push((key, Arc::clone(previous), None));
+                candidates.push((key, Arc::clone(previous), raw));
                 continue;
             }
             match Route::build(key, raw, metrics) {
-                Ok(route) => candidates.push((key, Arc::new(route), Some(raw))),
+                Ok(route) => candidates.push((key, Arc::new(route), raw)),
                 Err(reason) => {
                     refuse(key, raw, reason, previous.map(|r| &***r));
                     if let Some(previous) = previous {
-                        candidates.push((key, Arc::clone(previous), None));
+                        candidates.push((key, Arc::clone(previous), &previous.raw));
                     }
                 }
             }
         }
-        // Incumbents (keys keeping the alias they already serve) first, then by key.
-        let incumbent = |key: &str, route: &Route| {
-            current.by_alias.get(route.alias()).is_some_and(|r| r.key == key && !r.retired)
-        };
-        candidates.sort_by(|a, b| {
-            incumbent(b.0, &b.1).cmp(&incumbent(a.0, &a.1)).then_with(|| a.0.cmp(b.0))
-        });
+        // One alias, several claims: the oldest rollout wins (creation time; documents without
+        // one count as newest), then the key that sorts first. A rule on the documents alone,
+        // so every replica picks the same owner whatever order it saw them in.
+        candidates.sort_by(|a, b| precedence(a.0, &a.1).cmp(&precedence(b.0, &b.1)));
 
         let mut by_alias: HashMap<String, Arc<Route>> = HashMap::with_capacity(candidates.len());
         let mut accepted: Vec<&str> = Vec::new();
-        for (key, route, fresh) in candidates {
+        for (key, route, raw) in candidates {
             if let Some(owner) = by_alias.get(route.alias()) {
                 let reason = format!(
                     "it claims model {:?}, already served by rollout {}/{} (key {})",
@@ -426,7 +442,8 @@ impl TableUpdater {
                     owner.key
                 );
                 let previous = previous_by_key.get(key).filter(|r| !r.retired);
-                if let Some(raw) = fresh {
+                // A kept last-good entry losing too was refused already for its new bytes.
+                if snapshot.get(key) == Some(raw) {
                     refuse(key, raw, reason, previous.map(|r| &***r));
                 }
                 if let Some(previous) = previous
@@ -436,7 +453,7 @@ impl TableUpdater {
                 }
                 continue;
             }
-            if fresh.is_some() {
+            if snapshot.get(key) == Some(raw) {
                 accepted.push(key);
             }
             by_alias.insert(route.alias().to_owned(), route);
@@ -461,8 +478,14 @@ impl TableUpdater {
             self.refused.remove(key);
         }
         self.refused.retain(|key, _| snapshot.contains_key(key));
+        let refused: Vec<Refusal> = self
+            .refused
+            .iter()
+            .map(|(key, (_, reason))| Refusal { key: key.clone(), reason: reason.clone() })
+            .collect();
 
         let unchanged = current.is_loaded()
+            && refused == current.refused
             && by_alias.len() == current.by_alias.len()
             && by_alias
                 .iter()
@@ -493,7 +516,7 @@ impl TableUpdater {
             }
         }
         metrics.reload_succeeded(generation);
-        (Some(RoutingTable { generation, by_alias }), refusals)
+        (Some(RoutingTable { generation, by_alias, refused }), refusals)
     }
 }
 
@@ -565,15 +588,17 @@ mod tests {
         h.apply(&[("chat.json", doc("chat", "chat-default", 25))]);
         let bad = Bytes::from_static(br#"{"version":1,"rollout":"chat""#);
         let (published, refusals) = h.apply(&[("chat.json", bad.clone())]);
-        assert!(!published);
+        assert!(published, "the refusal is published for /admin/status");
         assert_eq!(refusals.len(), 1);
         assert_eq!(refusals[0].key, "chat.json");
+        assert_eq!(h.table.refused, refusals);
         assert_eq!(h.weight("chat-default"), Some(25));
         assert_eq!(h.apply(&[("chat.json", bad)]), (false, vec![]));
         assert_eq!(h.metrics.reload_counts().1, 1);
         // Fixing it applies the new content.
         assert!(h.apply(&[("chat.json", doc("chat", "chat-default", 50))]).0);
         assert_eq!(h.weight("chat-default"), Some(50));
+        assert!(h.table.refused.is_empty());
     }
 
     /// Refusal reasons name the problem: invalid weight, key/rollout mismatch.
@@ -593,24 +618,48 @@ mod tests {
         }
     }
 
-    /// A second rollout claiming a served alias is refused; the incumbent keeps serving.
+    /// `doc` with the rollout's creation time.
+    fn dated(rollout: &str, alias: &str, weight: u32, created_at: &str) -> Bytes {
+        let text = String::from_utf8(doc(rollout, alias, weight).to_vec()).unwrap();
+        let text = text.replace(
+            r#""generation":1,"#,
+            &format!(r#""generation":1,"createdAt":"{created_at}","#),
+        );
+        Bytes::from(text)
+    }
+
+    /// One alias, several claims: the oldest rollout wins, whatever order the documents came
+    /// in; undated ones lose to dated ones, ties go to the key sorting first; every loser is
+    /// listed with its reason.
     #[test]
     fn alias_conflicts() {
-        let mut h = Harness::new();
-        h.apply(&[("b.json", doc("b", "chat-default", 10))]);
-        let (_, refusals) = h.apply(&[
-            ("a.json", doc("a", "chat-default", 90)),
-            ("b.json", doc("b", "chat-default", 10)),
-        ]);
+        let old = || ("b.json", dated("b", "chat-default", 10, "2026-01-01T00:00:00Z"));
+        let new = || ("a.json", dated("a", "chat-default", 90, "2026-02-01T00:00:00Z"));
+        // Loaded together, or the newer one first (a replica restarting after the clash).
+        let mut together = Harness::new();
+        let (_, refusals) = together.apply(&[new(), old()]);
+        let mut newer_first = Harness::new();
+        newer_first.apply(&[new()]);
+        assert_eq!(newer_first.table.route("chat-default").unwrap().key, "a.json");
+        newer_first.apply(&[new(), old()]);
+        for h in [&together, &newer_first] {
+            assert_eq!(h.table.route("chat-default").unwrap().key, "b.json");
+            assert_eq!(h.table.refused.len(), 1);
+            assert_eq!(h.table.refused[0].key, "a.json");
+            assert!(
+                h.table.refused[0].reason.contains("already served by rollout ai/b"),
+                "{}",
+                h.table.refused[0].reason
+            );
+        }
         assert_eq!(refusals.len(), 1);
-        assert_eq!(refusals[0].key, "a.json");
-        assert!(
-            refusals[0].reason.contains("already served by rollout ai/b"),
-            "{}",
-            refusals[0].reason
-        );
-        assert_eq!(h.table.route("chat-default").unwrap().key, "b.json");
-        // Two new claims at once: the key sorting first wins.
+        // The loser goes away: its refusal goes with it.
+        together.apply(&[old()]);
+        assert!(together.table.refused.is_empty());
+        // Dated beats undated; two undated claims: the key sorting first wins.
+        let mut h = Harness::new();
+        h.apply(&[("a.json", doc("a", "m", 10)), ("z.json", dated("z", "m", 20, "2030-01-01T00:00:00Z"))]);
+        assert_eq!(h.table.route("m").unwrap().key, "z.json");
         let mut h = Harness::new();
         let (_, refusals) =
             h.apply(&[("y.json", doc("y", "m", 10)), ("x.json", doc("x", "m", 20))]);
