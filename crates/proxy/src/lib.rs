@@ -16,16 +16,23 @@
 //! - [`table`]: the routing table merged from all documents, swapped atomically on reload;
 //! - [`source`]: where documents come from (a watched directory or a watched ConfigMap);
 //! - [`credentials`]: upstream API keys read from mounted secret files;
-//! - [`forward`]: the upstream client, timeouts, streaming body;
+//! - [`forward`]: one request to an arm (and to stable on fallback), timeouts;
 //! - [`policy`]: when to retry, fall back to stable, or answer;
+//! - [`client`]: the pooled upstream HTTP/TLS client;
+//! - [`headers`]: hop-by-hop removal, which key goes upstream, `Retry-After`;
+//! - [`body`]: response bodies streamed back, frame merging, idle timeout, metrics;
+//! - [`usage`]: token usage read from answers;
 //! - [`metrics`]: the `gray_release_*` metric families (a compatibility contract);
 //! - [`error`]: OpenAI-style error responses.
 
+pub mod body;
+pub mod client;
 pub mod clients;
 pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod forward;
+pub mod headers;
 pub mod metrics;
 pub mod paths;
 pub mod policy;
@@ -34,6 +41,7 @@ pub mod server;
 pub mod source;
 pub mod split;
 pub mod table;
+pub mod usage;
 
 pub use config::ProxyConfig;
 pub use server::{ProxyHandle, start};

@@ -321,6 +321,18 @@ pub struct ArmMetrics {
 }
 
 impl ArmMetrics {
+    /// Series registered nowhere: what a route holds until it is accepted into a table.
+    pub fn unregistered() -> Self {
+        ArmMetrics {
+            requests: Default::default(),
+            duration: latency_histogram(),
+            ttft: latency_histogram(),
+            prompt_tokens: Counter::default(),
+            completion_tokens: Counter::default(),
+            cancelled: Counter::default(),
+        }
+    }
+
     /// Counts one finished upstream attempt and its duration.
     pub fn record(&self, outcome: Outcome, elapsed: std::time::Duration) {
         self.requests[outcome.index()].inc();

@@ -51,9 +51,9 @@ use crate::clients::{BodyBudget, ClientLimits, ConnActivity, HeldBody};
 use crate::config::{ProxyConfig, RoutingSource};
 use crate::credentials::CredentialStore;
 use crate::error::ApiError;
-use crate::forward::{
-    ClientBody, ClientRequest, ForwardOptions, Forwarder, ProxyBody, UpstreamClient,
-};
+use crate::body::ProxyBody;
+use crate::client::UpstreamClient;
+use crate::forward::{ClientBody, ClientRequest, ForwardOptions, Forwarder};
 use crate::metrics::Metrics;
 use crate::paths;
 use crate::request::InspectedBody;

@@ -117,7 +117,9 @@ pub struct Route {
 
 impl Route {
     /// Builds a route from the bytes stored under `key`; the error is one line saying why.
-    pub fn build(key: &str, raw: &[u8], metrics: &Metrics) -> Result<Self, String> {
+    /// Its arms' metric series are not registered yet ([`Route::with_metrics`] does that once
+    /// the route is accepted), so a refused document never shows up in `/metrics`.
+    pub fn build(key: &str, raw: &[u8]) -> Result<Self, String> {
         let document = RoutingDocument::parse(raw).map_err(|e| e.to_string())?;
         let expected_key = document.config_map_key();
         if key != expected_key {
@@ -139,12 +141,7 @@ impl Route {
                 upstream,
                 credential: spec.credential.clone(),
                 pass_caller_authorization: spec.pass_caller_authorization,
-                metrics: metrics.arm(
-                    &document.rollout,
-                    &document.namespace,
-                    &spec.model,
-                    track.is_canary(),
-                ),
+                metrics: ArmMetrics::unregistered(),
             })
         };
         let stable = arm(Track::Stable, &document.stable)?;
@@ -212,6 +209,16 @@ impl Route {
             })
             .unwrap_or_else(random_bucket);
         track_for(bucket, weight)
+    }
+
+    /// This route with its arms' series registered in `metrics`.
+    fn with_metrics(mut self, metrics: &Metrics) -> Route {
+        let document = &self.document;
+        for arm in [&mut self.stable, &mut self.canary] {
+            arm.metrics =
+                metrics.arm(&document.rollout, &document.namespace, &arm.model, arm.track.is_canary());
+        }
+        self
     }
 
     fn retire(&self) -> Route {
@@ -372,110 +379,73 @@ pub struct Refusal {
     pub reason: String,
 }
 
+/// A claim on an alias: the key, its route, the bytes it was built from, and whether it was
+/// built just now (fresh: its metric series are not registered yet).
+struct Claim<'a> {
+    key: &'a str,
+    route: Arc<Route>,
+    raw: &'a Bytes,
+    fresh: bool,
+}
+
+/// The outcome of one merge, before anything is published.
+struct Merge<'a> {
+    by_alias: HashMap<String, Claim<'a>>,
+    /// Keys refused in this merge: (key, bytes, reason, the entry kept for the key).
+    refused: Vec<(&'a str, &'a Bytes, String, Option<Arc<Route>>)>,
+}
+
 impl TableUpdater {
     /// Merges `snapshot` (every key → its bytes, as the source holds them now) over `current`.
     /// Returns the new table when anything changed (always on the first load) and the documents
-    /// newly refused; counters and log lines are emitted here.
+    /// newly refused. Merging is pure ([`merge`]); counters, series and log lines come from
+    /// [`TableUpdater::publish`] alone.
     pub fn apply(
         &mut self,
         current: &RoutingTable,
         snapshot: &BTreeMap<String, Bytes>,
         metrics: &Metrics,
     ) -> (Option<RoutingTable>, Vec<Refusal>) {
-        let previous_by_key: HashMap<&str, &Arc<Route>> =
-            current.by_alias.values().map(|r| (r.key.as_str(), r)).collect();
-        let mut refusals = Vec::new();
-        let mut refuse = |key: &str, raw: &Bytes, reason: String, keeps: Option<&Route>| {
-            let keeps = match keeps {
-                Some(r) if !r.retired => format!(
-                    "keeping the last good entry (generation {}, weight {}%)",
-                    r.document.generation,
-                    r.weight()
-                ),
-                _ => "the key serves nothing until it is fixed".to_owned(),
-            };
+        let merged = merge(current, snapshot);
+        self.publish(current, snapshot, merged, metrics)
+    }
+
+    /// Records the merge's refusals (counting and logging each distinct bad content once),
+    /// registers the metric series of newly accepted routes only, and builds the table if
+    /// anything changed.
+    fn publish(
+        &mut self,
+        current: &RoutingTable,
+        snapshot: &BTreeMap<String, Bytes>,
+        merged: Merge<'_>,
+        metrics: &Metrics,
+    ) -> (Option<RoutingTable>, Vec<Refusal>) {
+        let mut newly_refused = Vec::new();
+        for (key, raw, reason, kept) in merged.refused {
             let stored = self.refused.get(key);
-            if stored.is_none_or(|(bytes, why)| bytes != raw || *why != reason) {
-                if stored.is_none_or(|(bytes, _)| bytes != raw) {
-                    metrics.reload_failed();
-                    tracing::warn!(key, "routing document refused: {reason}; {keeps}");
-                    refusals.push(Refusal { key: key.to_owned(), reason: reason.clone() });
-                }
-                self.refused.insert(key.to_owned(), (raw.clone(), reason));
+            if stored.is_none_or(|(bytes, _)| bytes != raw) {
+                let keeps = match kept.as_deref() {
+                    Some(route) if !route.retired => format!(
+                        "keeping the last good entry (generation {}, weight {}%)",
+                        route.document.generation,
+                        route.weight()
+                    ),
+                    _ => "the key serves nothing until it is fixed".to_owned(),
+                };
+                metrics.reload_failed();
+                tracing::warn!(key, "routing document refused: {reason}; {keeps}");
+                newly_refused.push(Refusal { key: key.to_owned(), reason: reason.clone() });
             }
-        };
-
-        // Candidates: (key, route, the bytes it was built from: older ones when refused and kept).
-        let mut candidates: Vec<(&str, Arc<Route>, &Bytes)> = Vec::new();
-        for (key, raw) in snapshot {
-            let previous = previous_by_key.get(key.as_str()).filter(|r| !r.retired);
-            if let Some(previous) = previous
-                && previous.raw == *raw
-            {
-                candidates.push((key, Arc::clone(previous), raw));
-                continue;
-            }
-            match Route::build(key, raw, metrics) {
-                Ok(route) => candidates.push((key, Arc::new(route), raw)),
-                Err(reason) => {
-                    refuse(key, raw, reason, previous.map(|r| &***r));
-                    if let Some(previous) = previous {
-                        candidates.push((key, Arc::clone(previous), &previous.raw));
-                    }
-                }
-            }
+            self.refused.insert(key.to_owned(), (raw.clone(), reason));
         }
-        // One alias, several claims: the oldest rollout wins (creation time; documents without
-        // one count as newest), then the key that sorts first. A rule on the documents alone,
-        // so every replica picks the same owner whatever order it saw them in.
-        candidates.sort_by(|a, b| precedence(a.0, &a.1).cmp(&precedence(b.0, &b.1)));
-
-        let mut by_alias: HashMap<String, Arc<Route>> = HashMap::with_capacity(candidates.len());
-        let mut accepted: Vec<&str> = Vec::new();
-        for (key, route, raw) in candidates {
-            if let Some(owner) = by_alias.get(route.alias()) {
-                let reason = format!(
-                    "it claims model {:?}, already served by rollout {}/{} (key {})",
-                    route.alias(),
-                    owner.document.namespace,
-                    owner.document.rollout,
-                    owner.key
-                );
-                let previous = previous_by_key.get(key).filter(|r| !r.retired);
-                // A kept last-good entry losing too was refused already for its new bytes.
-                if snapshot.get(key) == Some(raw) {
-                    refuse(key, raw, reason, previous.map(|r| &***r));
-                }
-                if let Some(previous) = previous
-                    && !by_alias.contains_key(previous.alias())
-                {
-                    by_alias.insert(previous.alias().to_owned(), Arc::clone(previous));
-                }
-                continue;
-            }
-            if snapshot.get(key) == Some(raw) {
-                accepted.push(key);
-            }
-            by_alias.insert(route.alias().to_owned(), route);
-        }
-        // Keys that vanished: their aliases go to stable until claimed again.
-        for route in current.by_alias.values() {
-            if !snapshot.contains_key(&route.key) && !by_alias.contains_key(route.alias()) {
-                let retired =
-                    if route.retired { Arc::clone(route) } else { Arc::new(route.retire()) };
-                if !route.retired {
-                    tracing::info!(
-                        key = %route.key,
-                        "routing key removed: model {:?} now goes to its stable arm ({}) only",
-                        route.alias(),
-                        route.stable.model
-                    );
-                }
-                by_alias.insert(route.alias().to_owned(), retired);
-            }
-        }
-        for key in accepted {
-            self.refused.remove(key);
+        let served_keys: Vec<String> = merged
+            .by_alias
+            .values()
+            .filter(|claim| snapshot.get(claim.key) == Some(claim.raw))
+            .map(|claim| claim.key.to_owned())
+            .collect();
+        for key in served_keys {
+            self.refused.remove(&key);
         }
         self.refused.retain(|key, _| snapshot.contains_key(key));
         let refused: Vec<Refusal> = self
@@ -484,6 +454,18 @@ impl TableUpdater {
             .map(|(key, (_, reason))| Refusal { key: key.clone(), reason: reason.clone() })
             .collect();
 
+        let by_alias: HashMap<String, Arc<Route>> = merged
+            .by_alias
+            .into_iter()
+            .map(|(alias, claim)| {
+                let route = if claim.fresh {
+                    Arc::new(Arc::unwrap_or_clone(claim.route).with_metrics(metrics))
+                } else {
+                    claim.route
+                };
+                (alias, route)
+            })
+            .collect();
         let unchanged = current.is_loaded()
             && refused == current.refused
             && by_alias.len() == current.by_alias.len()
@@ -491,14 +473,21 @@ impl TableUpdater {
                 .iter()
                 .all(|(alias, r)| current.by_alias.get(alias).is_some_and(|c| Arc::ptr_eq(c, r)));
         if unchanged {
-            return (None, refusals);
+            return (None, newly_refused);
         }
         let generation = current.generation + 1;
         for route in by_alias.values() {
             metrics.set_weight(&route.document.rollout, &route.document.namespace, route.weight());
             let changed =
                 current.by_alias.get(route.alias()).is_none_or(|c| !Arc::ptr_eq(c, route));
-            if changed && !route.retired {
+            if changed && route.retired {
+                tracing::info!(
+                    key = %route.key,
+                    "routing key removed: model {:?} now goes to its stable arm ({}) only",
+                    route.alias(),
+                    route.stable.model
+                );
+            } else if changed {
                 tracing::info!(
                     key = %route.key,
                     "routing: model {:?} → rollout {}/{} generation {}, canary weight {}% \
@@ -516,8 +505,91 @@ impl TableUpdater {
             }
         }
         metrics.reload_succeeded(generation);
-        (Some(RoutingTable { generation, by_alias, refused }), refusals)
+        (Some(RoutingTable { generation, by_alias, refused }), newly_refused)
     }
+}
+
+/// The pure merge: which route serves each alias, and which keys are refused and why.
+///
+/// 1. Every key's claim: its current route when its bytes are unchanged, else a route built
+///    from the new bytes, else (they do not build) a refusal, keeping its last good route.
+/// 2. Claims on one alias are settled by [`precedence`]; the losers are refused, each keeping its
+///    last good route if that one's alias is still free.
+/// 3. Aliases of keys that vanished retire to their stable arm, unless claimed again.
+fn merge<'a>(current: &'a RoutingTable, snapshot: &'a BTreeMap<String, Bytes>) -> Merge<'a> {
+    let previous_by_key: HashMap<&str, &Arc<Route>> = current
+        .by_alias
+        .values()
+        .filter(|r| !r.retired)
+        .map(|r| (r.key.as_str(), r))
+        .collect();
+    let mut refused = Vec::new();
+    let mut claims: Vec<Claim<'a>> = Vec::new();
+    for (key, raw) in snapshot {
+        let previous = previous_by_key.get(key.as_str()).copied();
+        if let Some(previous) = previous
+            && previous.raw == *raw
+        {
+            claims.push(Claim { key, route: Arc::clone(previous), raw, fresh: false });
+            continue;
+        }
+        match Route::build(key, raw) {
+            Ok(route) => claims.push(Claim { key, route: Arc::new(route), raw, fresh: true }),
+            Err(reason) => {
+                refused.push((key.as_str(), raw, reason, previous.cloned()));
+                if let Some(previous) = previous {
+                    claims.push(Claim {
+                        key,
+                        route: Arc::clone(previous),
+                        raw: &previous.raw,
+                        fresh: false,
+                    });
+                }
+            }
+        }
+    }
+    claims.sort_by(|a, b| precedence(a.key, &a.route).cmp(&precedence(b.key, &b.route)));
+
+    let mut by_alias: HashMap<String, Claim<'a>> = HashMap::with_capacity(claims.len());
+    for claim in claims {
+        let Some(owner) = by_alias.get(claim.route.alias()) else {
+            by_alias.insert(claim.route.alias().to_owned(), claim);
+            continue;
+        };
+        let reason = format!(
+            "it claims model {:?}, already served by rollout {}/{} (key {})",
+            claim.route.alias(),
+            owner.route.document.namespace,
+            owner.route.document.rollout,
+            owner.key
+        );
+        let previous = previous_by_key.get(claim.key).copied();
+        // A kept last-good entry losing too was refused already for its new bytes.
+        if let Some(raw) = snapshot.get(claim.key)
+            && raw == claim.raw
+        {
+            refused.push((claim.key, raw, reason, previous.cloned()));
+        }
+        if let Some(previous) = previous
+            && !by_alias.contains_key(previous.alias())
+        {
+            let kept = Claim {
+                key: claim.key,
+                route: Arc::clone(previous),
+                raw: &previous.raw,
+                fresh: false,
+            };
+            by_alias.insert(previous.alias().to_owned(), kept);
+        }
+    }
+    for route in current.by_alias.values() {
+        if !snapshot.contains_key(&route.key) && !by_alias.contains_key(route.alias()) {
+            let retired = if route.retired { Arc::clone(route) } else { Arc::new(route.retire()) };
+            let claim = Claim { key: &route.key, route: retired, raw: &route.raw, fresh: false };
+            by_alias.insert(route.alias().to_owned(), claim);
+        }
+    }
+    Merge { by_alias, refused }
 }
 
 #[cfg(test)]
@@ -653,6 +725,9 @@ mod tests {
             );
         }
         assert_eq!(refusals.len(), 1);
+        let exposition = together.metrics.encode();
+        assert!(!exposition.contains(r#"rollout="a""#), "a refused route has no series");
+        assert!(exposition.contains(r#"rollout="b""#));
         // The loser goes away: its refusal goes with it.
         together.apply(&[old()]);
         assert!(together.table.refused.is_empty());
@@ -687,8 +762,7 @@ mod tests {
     /// The sticky key comes from the first present header, then the body field.
     #[test]
     fn choose_uses_sticky_key() {
-        let metrics = Metrics::new();
-        let route = Route::build("chat.json", &doc("chat", "m", 50), &metrics).unwrap();
+        let route = Route::build("chat.json", &doc("chat", "m", 50)).unwrap();
         let hasher = StickyHasher::new("ai", "chat");
         for i in 0..200 {
             let key = format!("session-{i}");
