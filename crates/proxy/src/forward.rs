@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -242,18 +242,18 @@ impl Forwarder<'_> {
                     (Attempt::TimedOut, Err(error))
                 }
                 Ok(Err(error)) => {
-                    let (attempt, outcome) = if error.is_connect() {
+                    let (ended, counted) = if error.is_connect() {
                         (Attempt::NotConnected, Outcome::Connect)
                     } else {
                         (Attempt::Broken, Outcome::Upstream5xx)
                     };
-                    arm.metrics.record(outcome, started.elapsed());
+                    arm.metrics.record(counted, started.elapsed());
                     let error = ApiError::upstream_unreachable(
                         track.as_str(),
                         &arm.upstream.endpoint,
                         error_chain(&error),
                     );
-                    (attempt, Err(error))
+                    (ended, Err(error))
                 }
                 Ok(Ok(response)) => {
                     let outcome =
