@@ -1041,9 +1041,10 @@ status:
         rollout.spec.canary.pass_caller_authorization = true;
         rollout.spec.canary.endpoint = "http://relay.example.com/v1".to_owned();
         rollout.spec.canary.allow_insecure = true;
-        rollout.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            "2026-11-27T10:00:00.250Z".parse().unwrap(),
-        ));
+        rollout.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-11-27T10:00:00.250Z".parse().unwrap(),
+            ));
         let doc = rollout.routing_document(25, Phase::Progressing).unwrap();
         assert!(doc.canary.pass_caller_authorization && doc.canary.allow_insecure);
         assert_eq!(doc.created_at.as_deref(), Some("2026-11-27T10:00:00Z"));

@@ -109,6 +109,9 @@ pub struct MeteredBody {
     waited_once: bool,
     /// What the upstream produced after `held` (an end, an error, trailers): handed out next.
     deferred: Option<Option<Result<Frame<Bytes>, BoxError>>>,
+    /// Data went out since the body last returned `Pending`: hyper may still hold it unwritten,
+    /// and it drops the connection without flushing when a body fails.
+    unflushed: bool,
 }
 
 /// Most bytes of consecutive upstream frames merged into one frame for the client.
@@ -182,6 +185,7 @@ impl MeteredBody {
             held: None,
             waited_once: false,
             deferred: None,
+            unflushed: false,
         };
         // An empty body may never be polled: account for it now.
         if body.inner.is_end_stream() {
@@ -337,6 +341,44 @@ impl Body for MeteredBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        match this.poll_merged(cx) {
+            // Data handed out just before a failure would be lost with the connection: one
+            // round of Pending first lets hyper write it, so the client sees every byte before
+            // the cut.
+            Poll::Ready(Some(Err(error))) if this.unflushed => {
+                this.unflushed = false;
+                this.deferred = Some(Some(Err(error)));
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                this.unflushed = true;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => {
+                this.unflushed = false;
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.held.is_none() && !matches!(self.deferred, Some(Some(_))) && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl MeteredBody {
+    /// The next frame: upstream frames already available merged into one (see [`Held`]).
+    fn poll_merged(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self;
         if let Some(next) = this.deferred.take() {
             return Poll::Ready(next);
         }
@@ -374,14 +416,6 @@ impl Body for MeteredBody {
                 None => Poll::Pending,
             },
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.held.is_none() && !matches!(self.deferred, Some(Some(_))) && self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -205,7 +205,10 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
 impl ConnActivity {
     /// A connection accepted now.
     pub fn new() -> Arc<Self> {
-        Arc::new(ConnActivity { in_flight: AtomicUsize::new(0), last_end: Mutex::new(Instant::now()) })
+        Arc::new(ConnActivity {
+            in_flight: AtomicUsize::new(0),
+            last_end: Mutex::new(Instant::now()),
+        })
     }
 
     /// Counts a request in flight.
@@ -240,7 +243,11 @@ mod tests {
     use super::*;
     use http_body_util::{Full, StreamBody};
 
-    fn body_of(chunks: &[&'static [u8]]) -> StreamBody<impl futures::Stream<Item = Result<http_body::Frame<Bytes>, std::io::Error>> + Unpin> {
+    fn body_of(
+        chunks: &[&'static [u8]],
+    ) -> StreamBody<
+        impl futures::Stream<Item = Result<http_body::Frame<Bytes>, std::io::Error>> + Unpin,
+    > {
         let frames: Vec<Result<http_body::Frame<Bytes>, std::io::Error>> =
             chunks.iter().map(|c| Ok(http_body::Frame::data(Bytes::from_static(c)))).collect();
         StreamBody::new(futures::stream::iter(frames))

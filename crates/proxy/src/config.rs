@@ -111,16 +111,31 @@ pub struct ProxyArgs {
     pub client_idle_timeout: Duration,
 
     /// Open client connections on --listen; further ones are answered 503 and closed.
-    #[arg(long, env = "MODELROLLOUT_PROXY_MAX_CONNECTIONS", default_value_t = 4096, value_name = "N")]
+    #[arg(
+        long,
+        env = "MODELROLLOUT_PROXY_MAX_CONNECTIONS",
+        default_value_t = 4096,
+        value_name = "N"
+    )]
     pub max_connections: usize,
 
     /// Concurrent HTTP/2 streams per client connection.
-    #[arg(long, env = "MODELROLLOUT_PROXY_MAX_CONCURRENT_STREAMS", default_value_t = 64, value_name = "N")]
+    #[arg(
+        long,
+        env = "MODELROLLOUT_PROXY_MAX_CONCURRENT_STREAMS",
+        default_value_t = 64,
+        value_name = "N"
+    )]
     pub max_concurrent_streams: u32,
 
     /// Extra path prefix below /v1/ passed through to the stable arm (repeatable), besides the
     /// OpenAI surface (files, batches, uploads, audio, images, moderations, fine_tuning, ...).
-    #[arg(long = "passthrough-path", env = "MODELROLLOUT_PROXY_PASSTHROUGH_PATHS", value_delimiter = ',', value_name = "PREFIX")]
+    #[arg(
+        long = "passthrough-path",
+        env = "MODELROLLOUT_PROXY_PASSTHROUGH_PATHS",
+        value_delimiter = ',',
+        value_name = "PREFIX"
+    )]
     pub passthrough_paths: Vec<String>,
 
     /// Serve /admin/status to non-loopback peers too (it shows endpoints and credential names).
@@ -159,7 +174,12 @@ pub struct ProxyArgs {
 
     /// With --fallback-to-stable, also fall back after a timeout, a broken connection or another
     /// 5xx, although the canary may already have executed the request (at-least-once).
-    #[arg(long, env = "MODELROLLOUT_PROXY_FALLBACK_AT_LEAST_ONCE", default_value_t = false, requires = "fallback_to_stable")]
+    #[arg(
+        long,
+        env = "MODELROLLOUT_PROXY_FALLBACK_AT_LEAST_ONCE",
+        default_value_t = false,
+        requires = "fallback_to_stable"
+    )]
     pub fallback_at_least_once: bool,
 
     /// Extra CA certificates (PEM) trusted for https upstreams, besides the system's.

@@ -84,10 +84,8 @@ impl Policy {
             }
             _ => true,
         };
-        let fall_back = on_canary
-            && self.fallback
-            && failed
-            && (not_executed || self.fallback_at_least_once);
+        let fall_back =
+            on_canary && self.fallback && failed && (not_executed || self.fallback_at_least_once);
         if fall_back { Decision::FallBack } else { Decision::Answer }
     }
 

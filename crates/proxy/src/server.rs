@@ -47,12 +47,12 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::body::ProxyBody;
+use crate::client::UpstreamClient;
 use crate::clients::{BodyBudget, ClientLimits, ConnActivity, HeldBody};
 use crate::config::{ProxyConfig, RoutingSource};
 use crate::credentials::CredentialStore;
 use crate::error::ApiError;
-use crate::body::ProxyBody;
-use crate::client::UpstreamClient;
 use crate::forward::{ClientBody, ClientRequest, ForwardOptions, Forwarder};
 use crate::metrics::Metrics;
 use crate::paths;
@@ -227,10 +227,7 @@ async fn serve<F, Fut>(
     if !limits.header_timeout.is_zero() {
         builder.http1().header_read_timeout(limits.header_timeout);
     }
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_concurrent_streams);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(limits.max_concurrent_streams);
     let connections = Arc::new(Semaphore::new(limits.max_connections.min(Semaphore::MAX_PERMITS)));
     let graceful = GracefulShutdown::new();
     loop {

@@ -215,8 +215,12 @@ impl Route {
     fn with_metrics(mut self, metrics: &Metrics) -> Route {
         let document = &self.document;
         for arm in [&mut self.stable, &mut self.canary] {
-            arm.metrics =
-                metrics.arm(&document.rollout, &document.namespace, &arm.model, arm.track.is_canary());
+            arm.metrics = metrics.arm(
+                &document.rollout,
+                &document.namespace,
+                &arm.model,
+                arm.track.is_canary(),
+            );
         }
         self
     }
@@ -517,12 +521,8 @@ impl TableUpdater {
 ///    last good route if that one's alias is still free.
 /// 3. Aliases of keys that vanished retire to their stable arm, unless claimed again.
 fn merge<'a>(current: &'a RoutingTable, snapshot: &'a BTreeMap<String, Bytes>) -> Merge<'a> {
-    let previous_by_key: HashMap<&str, &Arc<Route>> = current
-        .by_alias
-        .values()
-        .filter(|r| !r.retired)
-        .map(|r| (r.key.as_str(), r))
-        .collect();
+    let previous_by_key: HashMap<&str, &Arc<Route>> =
+        current.by_alias.values().filter(|r| !r.retired).map(|r| (r.key.as_str(), r)).collect();
     let mut refused = Vec::new();
     let mut claims: Vec<Claim<'a>> = Vec::new();
     for (key, raw) in snapshot {
@@ -733,7 +733,10 @@ mod tests {
         assert!(together.table.refused.is_empty());
         // Dated beats undated; two undated claims: the key sorting first wins.
         let mut h = Harness::new();
-        h.apply(&[("a.json", doc("a", "m", 10)), ("z.json", dated("z", "m", 20, "2030-01-01T00:00:00Z"))]);
+        h.apply(&[
+            ("a.json", doc("a", "m", 10)),
+            ("z.json", dated("z", "m", 20, "2030-01-01T00:00:00Z")),
+        ]);
         assert_eq!(h.table.route("m").unwrap().key, "z.json");
         let mut h = Harness::new();
         let (_, refusals) =

@@ -3,7 +3,6 @@
 
 use serde::Deserialize;
 
-
 #[derive(Deserialize)]
 struct UsageFields {
     #[serde(alias = "input_tokens")]

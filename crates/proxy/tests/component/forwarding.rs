@@ -184,7 +184,11 @@ async fn request_errors_are_openai_shaped() {
         (send("GET", &format!("http://{}/other", proxy.addr), "", &[]).await, 404, "unknown_url"),
         (send("GET", &format!("{base}/files"), "", &[]).await, 400, "ambiguous_route"),
         (send("GET", &format!("{base}/../admin"), "", &[]).await, 400, "invalid_path"),
-        (send("GET", &format!("{base}/files/%2e%2e/%2E%2E/admin"), "", &[]).await, 400, "invalid_path"),
+        (
+            send("GET", &format!("{base}/files/%2e%2e/%2E%2E/admin"), "", &[]).await,
+            400,
+            "invalid_path",
+        ),
         (send("GET", &format!("{base}/files%2F..%2Fadmin"), "", &[]).await, 400, "invalid_path"),
         (send("GET", &format!("{base}/internal/debug"), "", &[]).await, 404, "unknown_url"),
         (send("PUT", &format!("{base}/files"), "", &[]).await, 405, "method_not_allowed"),

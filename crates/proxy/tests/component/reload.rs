@@ -53,7 +53,8 @@ async fn bad_document_keeps_the_last_good_entry() {
 #[tokio::test]
 async fn refused_on_first_load_is_visible() {
     let arms = two_arms(0).await;
-    let mut bad = document("embed", "embed-default", &arms.stable.base_url(), &arms.canary.base_url(), 0);
+    let mut bad =
+        document("embed", "embed-default", &arms.stable.base_url(), &arms.canary.base_url(), 0);
     bad["canaryWeight"] = json!(140);
     arms.dir.write_json("embed.json", &bad);
     let proxy = start_proxy(&arms.dir, |_| {}).await;
@@ -64,7 +65,13 @@ async fn refused_on_first_load_is_visible() {
     assert_eq!(refused.len(), 1, "{status}");
     assert_eq!(refused[0]["key"], "embed.json");
     assert!(refused[0]["reason"].as_str().unwrap().contains("canaryWeight is 140"), "{status}");
-    let answer = post(&proxy.base_url(), "/embeddings", &json!({"model": "embed-default", "input": "x"}), &[]).await;
+    let answer = post(
+        &proxy.base_url(),
+        "/embeddings",
+        &json!({"model": "embed-default", "input": "x"}),
+        &[],
+    )
+    .await;
     assert_eq!(answer.status, 404);
     bad["canaryWeight"] = json!(0);
     arms.dir.write_json("embed.json", &bad);
