@@ -133,9 +133,10 @@ def render(results, machine, commands, args):
     w(f"- **Method:** one upstream, `modelrollout-mockllm` with zero artificial latency (1 worker thread), "
       f"called directly and through each proxy on loopback. The proxy under test is pinned to one core "
       f"(`taskset`), wrk, `mockllm-probe` and the mock share the other; all of them run at the same raised priority (`nice`, see the commands) so that other work on the machine preempts them less. Every arm is warmed up; "
-      f"within each repetition the arms run back to back (the idle ones paused with SIGSTOP), so "
-      f"other work on the machine hits them alike ({args.duration} s runs, {args.reps} repetitions, "
-      f"medians reported). Request: a non-streamed "
+      f"within each repetition the arms run back to back in a fresh random order (the idle ones "
+      f"paused with SIGSTOP), so other work on the machine hits them alike and no arm is always "
+      f"first ({args.duration} s runs, {args.reps} repetitions, median and min–max reported). "
+      f"nginx gets the proxy's upstream keep-alive (1 024 idle connections, 90 s). Request: a non-streamed "
       f"`POST /v1/chat/completions` (~90 B in, ~450 B out). \"Added\" = the arm's figure minus the same "
       f"figure measured directly, so it is what the proxy costs.")
     idles = [row["idle_before"] for row in r.rows if row["kind"] == "wrk" and "idle_before" in row]
