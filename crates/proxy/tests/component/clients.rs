@@ -194,3 +194,31 @@ async fn inflight_body_bytes_are_bounded() {
     assert_eq!(served.status, 200, "{}", served.text());
     proxy.shutdown().await;
 }
+
+/// A chunked body (no length declared up front) over --max-body-bytes is 413 as soon as it
+/// crosses the limit, and nothing reaches an upstream.
+#[tokio::test]
+async fn chunked_bodies_over_the_limit_get_413() {
+    let arms = two_arms(0).await;
+    let proxy = start_proxy(&arms.dir, |c| c.max_body_bytes = 1000).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+              transfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let chunk = format!("190\r\n{}\r\n", "x".repeat(400));
+    for _ in 0..3 {
+        // The proxy may answer and close before the last chunk: later writes may fail.
+        let _ = stream.write_all(chunk.as_bytes()).await;
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let received = read_until_closed(&mut stream, "chunked body over the limit").await;
+    assert!(received.starts_with("HTTP/1.1 413"), "{received}");
+    assert!(received.contains("request_too_large"), "{received}");
+    assert_eq!(arms.stable.request_count() + arms.canary.request_count(), 0);
+    assert_eq!(proxy.state.body_budget.in_use(), 0);
+    proxy.shutdown().await;
+}
