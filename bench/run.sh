@@ -8,7 +8,8 @@
 # BENCH_STREAMS (concurrent streams, 1024), BENCH_ARMS ("direct proxy nginx litellm"),
 # BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1), BENCH_NICE (-10), BENCH_QUIET_WAIT (90, per run) and
 # BENCH_QUIET_BUDGET (300, in all): how long to wait for other work on the machine to stop,
-# BENCH_OUT (docs/benchmarks.md).
+# BENCH_OUT (docs/benchmarks.md), BENCH_RAW (bench/results: the raw results, committed with the
+# report so every figure can be recomputed).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,6 +23,7 @@ ARMS=${BENCH_ARMS:-direct proxy nginx litellm}
 PROXY_CPU=${BENCH_PROXY_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
 OUT=${BENCH_OUT:-docs/benchmarks.md}
+RAW=${BENCH_RAW:-bench/results}
 # Every measured process (arms, mock, wrk, probe) runs at this niceness, the same for all arms, so
 # that builds running beside the bench on a shared machine preempt them less (tails stay honest).
 NICE=${BENCH_NICE:--10}
@@ -228,9 +230,12 @@ http {
   fastcgi_temp_path $WORK/nginx/fastcgi;
   uwsgi_temp_path $WORK/nginx/uwsgi;
   scgi_temp_path $WORK/nginx/scgi;
+  # The same upstream keep-alive as modelrollout-proxy: up to 1 024 idle connections kept 90 s.
   upstream mock {
     server 127.0.0.1:$MOCK_PORT;
-    keepalive 256;
+    keepalive 1024;
+    keepalive_timeout 90s;
+    keepalive_requests 1000000;
   }
   server {
     listen 127.0.0.1:$NGINX_PORT;
@@ -284,6 +289,23 @@ arm_url() {
 }
 
 # === measurements ===
+
+# The arms in a fresh random order: no arm always runs first (cold caches) or last (a build that
+# started mid-repetition).
+shuffled_arms() { printf '%s\n' $ARMS | shuf | tr '\n' ' '; }
+
+# CPU time in ns used so far by a process, its threads and its children (/proc/*/task/*/schedstat:
+# nanosecond resolution, unlike the 10 ms ticks of /proc/*/stat).
+cpu_ns() { # PID...
+  local total=0 pid task ns
+  for pid in "$@" $(for p in "$@"; do pgrep -P "$p" 2>/dev/null || true; done); do
+    for task in /proc/"$pid"/task/*; do
+      read -r ns _ <"$task/schedstat" 2>/dev/null || continue
+      total=$((total + ns))
+    done
+  done
+  echo "$total"
+}
 
 wrk_run() { # ARM CONNECTIONS SECONDS -> the BENCH_JSON object
   local url
@@ -345,7 +367,7 @@ measure_all() {
   done
   for rep in $(seq "$REPS"); do
     for connections in 1 64; do
-      for arm in $ARMS; do
+      for arm in $(shuffled_arms); do
         only_arm_running "$arm"
         idle=$(wait_quiet)
         log "$arm: c=$connections rep $rep/${REPS} (machine ${idle}% idle before)"
@@ -362,7 +384,7 @@ measure_all() {
   # LiteLLM takes tens of milliseconds per stream: fewer of them keep the run bounded.
   local -A ttft_requests=([litellm]=100) long_requests=([litellm]=5)
   for rep in $(seq "$REPS"); do
-    for arm in $ARMS; do
+    for arm in $(shuffled_arms); do
       only_arm_running "$arm"
       idle=$(wait_quiet)
       log "$arm: TTFT rep $rep/${REPS} (machine ${idle}% idle before)"
@@ -372,15 +394,30 @@ measure_all() {
   done
   mock_config '{"chunks": 1000}'
   for rep in $(seq "$REPS"); do
-    for arm in $ARMS; do
+    for arm in $(shuffled_arms); do
       only_arm_running "$arm"
       log "$arm: 1000-chunk streams rep $rep/${REPS}"
       json=$(probe "$arm" stream --requests "${long_requests[$arm]:-30}" --warmup 2)
       result "\"arm\":\"$arm\",\"kind\":\"long_stream\",\"chunks\":1000,\"rep\":$rep,\"result\":$json"
     done
   done
+  # Chunks spaced in time: each one crosses the arm alone, so frame merging cannot hide its cost.
+  # The arm's own CPU time per chunk, from the kernel's per-thread accounting.
+  mock_config '{"chunks": 500, "interChunkDelay": "1ms"}'
+  local before after
+  for rep in $(seq "$REPS"); do
+    for arm in $(shuffled_arms); do
+      [[ $arm == direct ]] && continue
+      only_arm_running "$arm"
+      log "$arm: spaced 500-chunk streams rep $rep/${REPS}"
+      before=$(cpu_ns "${ARM_PID[$arm]}")
+      json=$(probe "$arm" stream --requests "${long_requests[$arm]:-20}" --warmup 0)
+      after=$(cpu_ns "${ARM_PID[$arm]}")
+      result "\"arm\":\"$arm\",\"kind\":\"spaced_stream\",\"chunks\":500,\"streams\":${long_requests[$arm]:-20},\"rep\":$rep,\"cpu_ns\":$((after - before)),\"result\":$json"
+    done
+  done
   mock_config '{"chunks": 20, "interChunkDelay": "50ms"}'
-  for arm in $ARMS; do
+  for arm in $(shuffled_arms); do
     only_arm_running "$arm"
     log "$arm: $STREAMS concurrent streams"
     json=$(probe "$arm" concurrent --streams "$STREAMS" --deadline 30s)
@@ -388,6 +425,15 @@ measure_all() {
     result "\"arm\":\"$arm\",\"kind\":\"rss_streams\",\"kb\":$(memory_kb VmHWM "${ARM_PID[$arm]}")"
   done
   mock_config '{}'
+  # The memory worst case: many clients sending the largest body the proxy accepts at once. Its
+  # in-flight body budget refuses what does not fit (503), so the peak stays bounded.
+  if [[ " $ARMS " == *" proxy "* ]]; then
+    only_arm_running proxy
+    log "proxy: 64 clients sending 32 MiB bodies at once"
+    json=$(run_logged $(on_cpu "$LOAD_CPU") python3 bench/big_bodies.py \
+      --url "$(arm_url proxy)/v1/chat/completions" --clients 64 --bytes $((32 * 1024 * 1024)))
+    result "\"arm\":\"proxy\",\"kind\":\"big_bodies\",\"result\":$json,\"kb\":$(memory_kb VmHWM "${ARM_PID[proxy]}")"
+  fi
 }
 
 machine_json() {
@@ -448,7 +494,11 @@ main() {
   python3 bench/report.py --results "$RESULTS" --machine "$WORK/machine.json" \
     --commands "$COMMANDS" --duration "$DURATION" --reps "$REPS" --streams "$STREAMS" \
     --elapsed $((SECONDS - started)) --out "$OUT"
-  log "wrote $OUT in $((SECONDS - started))s"
+  mkdir -p "$RAW"
+  cp "$RESULTS" "$RAW/results.jsonl"
+  cp "$WORK/machine.json" "$RAW/machine.json"
+  sed "s#$ROOT/##g" "$COMMANDS" >"$RAW/commands.txt"
+  log "wrote $OUT and the raw results in $RAW/ in $((SECONDS - started))s"
 }
 
 main "$@"

@@ -184,6 +184,17 @@ pub struct ModelTarget {
     /// Leave out for an upstream that needs no key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretKeyRef>,
+
+    /// Forward the caller's own Authorization header to this upstream (only without
+    /// credentialsSecretRef). Default false: a caller's key never reaches an upstream unless
+    /// asked, so a key meant for one provider is not sent to another.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pass_caller_authorization: bool,
+
+    /// Allow an API key over plain http:// to a host outside the cluster. Default false: keys
+    /// go over https://, or plain http:// only to loopback or in-cluster service names.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure: bool,
 }
 
 /// A key of a Secret in the rollout's namespace.
@@ -743,13 +754,21 @@ impl ModelRollout {
                 .credentials_secret_ref
                 .as_ref()
                 .map(|secret| format!("{}/{}", secret.name, secret.key)),
+            pass_caller_authorization: target.pass_caller_authorization,
+            allow_insecure: target.allow_insecure,
         };
+        // Second precision in a fixed format, so replicas compare creation times as strings.
+        let created_at = self.metadata.creation_timestamp.as_ref().map(|time| {
+            k8s_openapi::jiff::Timestamp::from_second(time.0.as_second())
+                .map_or_else(|_| time.0.to_string(), |t| t.to_string())
+        });
         let stickiness = self.spec.routing.stickiness.clone().unwrap_or_default();
         let document = RoutingDocument {
             version: ROUTING_DOCUMENT_VERSION,
             rollout,
             namespace,
             generation: self.metadata.generation.unwrap_or(0),
+            created_at,
             model: self.spec.model.clone(),
             stable: arm(&self.spec.stable),
             canary: arm(&self.spec.canary),
@@ -1059,6 +1078,24 @@ status:
         assert_eq!(doc.stickiness.headers, ["X-Session-ID", "X-User-ID"]);
         assert_eq!(doc.config_map_key(), rollout.routing_key());
         assert_eq!(RoutingDocument::parse(doc.to_json().as_bytes()).unwrap(), doc);
+        assert!(!doc.stable.pass_caller_authorization && !doc.canary.allow_insecure);
+
+        // Per-arm key options and the creation time (to the second) are carried over.
+        let mut rollout = design_example();
+        rollout.spec.canary.credentials_secret_ref = None;
+        rollout.spec.canary.pass_caller_authorization = true;
+        rollout.spec.canary.endpoint = "http://relay.example.com/v1".to_owned();
+        rollout.spec.canary.allow_insecure = true;
+        rollout.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-11-27T10:00:00.250Z".parse().unwrap(),
+            ));
+        let doc = rollout.routing_document(25, Phase::Progressing).unwrap();
+        assert!(doc.canary.pass_caller_authorization && doc.canary.allow_insecure);
+        assert_eq!(doc.created_at.as_deref(), Some("2026-11-27T10:00:00Z"));
+        rollout.spec.canary.allow_insecure = false;
+        let err = rollout.routing_document(25, Phase::Progressing).unwrap_err().to_string();
+        assert!(err.contains("canary.endpoint") && err.contains("allowInsecure"), "{err}");
 
         let table = [
             (RoutingCase::NoNamespace, "has no metadata.namespace"),

@@ -1,5 +1,5 @@
 //! The routing document: what the controller writes into the proxy's ConfigMap under
-//! `data["<rollout>.json"]` and what the proxy reads back (DESIGN.md §3). One versioned,
+//! `data["<rollout>.json"]` and what the proxy reads back (docs/routing-document.md). One versioned,
 //! validating parser so both sides agree on what a good document is. It never holds a secret,
 //! only the `<secret>/<key>` name of one.
 
@@ -15,7 +15,7 @@ pub const ROUTING_DOCUMENT_VERSION: u32 = 1;
 /// Every version this build can parse, for the "unsupported version" error.
 pub const SUPPORTED_ROUTING_DOCUMENT_VERSIONS: &[u32] = &[ROUTING_DOCUMENT_VERSION];
 
-/// One rollout's routing entry: `data["<rollout>.json"]` of the proxy's ConfigMap (DESIGN.md §3).
+/// One rollout's routing entry: `data["<rollout>.json"]` of the proxy's ConfigMap.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoutingDocument {
@@ -27,6 +27,11 @@ pub struct RoutingDocument {
     pub namespace: String,
     /// `metadata.generation` of the rollout the document was written from (>= 0).
     pub generation: i64,
+    /// `metadata.creationTimestamp` of the rollout, `YYYY-MM-DDTHH:MM:SSZ`. When two documents
+    /// claim one alias the older rollout keeps it, so every replica picks the same owner
+    /// whatever order it read the documents in (see docs/routing-document.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
     /// The alias clients send as the request body `model`.
     pub model: String,
     /// Where stable traffic goes.
@@ -53,6 +58,15 @@ pub struct RoutingArm {
     /// `"<secret>/<key>"`: the proxy reads `<credentials-dir>/<secret>/<key>`. Never the secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+    /// Forward the caller's own `Authorization` (and `api-key` / `x-api-key`) to this arm. Off
+    /// by default: a caller's key for one provider must not reach another provider's endpoint.
+    /// Exclusive with `credential`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pass_caller_authorization: bool,
+    /// Allow a key (`credential` or the caller's) on a plain `http://` endpoint outside the
+    /// cluster. Off by default: keys travel over TLS unless the host is loopback or in-cluster.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure: bool,
 }
 
 /// How a request is pinned to one arm so a user sees one model across a conversation.
@@ -74,7 +88,7 @@ pub enum RoutingDocumentError {
     /// The bytes are not JSON, or not the shape of the version they claim.
     #[error(
         "routing document cannot be read: {detail}; write it in the version {ROUTING_DOCUMENT_VERSION} \
-         format of DESIGN.md §3 (the controller rewrites its own keys: delete a hand-edited key)"
+         format of docs/routing-document.md (the controller rewrites its own keys: delete a hand-edited key)"
     )]
     Malformed {
         /// The JSON parser's message, naming the field and position where possible.
@@ -169,6 +183,16 @@ impl RoutingDocument {
         if self.generation < 0 {
             return Err(invalid("generation", self.generation, "must be 0 or more"));
         }
+        if let Some(created_at) = &self.created_at
+            && !is_utc_second_timestamp(created_at)
+        {
+            return Err(invalid(
+                "createdAt",
+                format!("{created_at:?}"),
+                "must be a UTC time to the second, YYYY-MM-DDTHH:MM:SSZ (the rollout's \
+                 metadata.creationTimestamp)",
+            ));
+        }
         check_non_empty("model", &self.model)?;
         self.stable.validate("stable")?;
         self.canary.validate("canary")?;
@@ -212,6 +236,24 @@ impl RoutingArm {
         check_endpoint(&format!("{arm}.endpoint"), &self.endpoint)?;
         if let Some(credential) = &self.credential {
             check_credential(&format!("{arm}.credential"), credential)?;
+            if self.pass_caller_authorization {
+                return Err(invalid(
+                    format!("{arm}.passCallerAuthorization"),
+                    true,
+                    "cannot be combined with a credential: the arm sends either its own key or \
+                     the caller's; remove one of them",
+                ));
+            }
+        }
+        let sends_a_key = self.credential.is_some() || self.pass_caller_authorization;
+        if sends_a_key && !self.allow_insecure && !key_safe_endpoint(&self.endpoint) {
+            return Err(invalid(
+                format!("{arm}.endpoint"),
+                format!("{:?}", self.endpoint),
+                "would carry an API key in plain text to a host outside the cluster: use \
+                 https://, a loopback or in-cluster host (a single-label name, *.svc or \
+                 *.svc.cluster.local), or set allowInsecure on this arm",
+            ));
         }
         Ok(())
     }
@@ -343,6 +385,39 @@ fn check_credential(field: &str, credential: &str) -> Result<(), RoutingDocument
     Ok(())
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ`: fixed width, so string order is time order.
+fn is_utc_second_timestamp(s: &str) -> bool {
+    const SHAPE: &[u8] = b"dddd-dd-ddTdd:dd:ddZ";
+    s.len() == SHAPE.len()
+        && s.bytes().zip(SHAPE).all(|(b, &shape)| match shape {
+            b'd' => b.is_ascii_digit(),
+            literal => b == literal,
+        })
+}
+
+/// True when a key may travel to `endpoint`: TLS, or plain HTTP that stays on this host or
+/// inside the cluster network. Only called on endpoints that passed [`endpoint_problem`].
+pub fn key_safe_endpoint(endpoint: &str) -> bool {
+    let Ok(url) = url::Url::parse(endpoint) else {
+        return false;
+    };
+    if url.scheme() == "https" {
+        return true;
+    }
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(host)) => {
+            let host = host.trim_end_matches('.');
+            host == "localhost"
+                || !host.contains('.')
+                || host.ends_with(".svc")
+                || host.ends_with(".svc.cluster.local")
+        }
+        None => false,
+    }
+}
+
 /// Two endpoints are the same upstream when they differ only by a trailing slash.
 pub(crate) fn same_endpoint(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
@@ -398,7 +473,7 @@ mod tests {
     use super::*;
     use serde_json::{Value, json};
 
-    /// The example of DESIGN.md §3.
+    /// The example of docs/routing-document.md.
     fn design_example() -> Value {
         json!({"version": 1, "rollout": "chat-assistant", "namespace": "ai", "generation": 3,
          "model": "chat-default",
@@ -419,7 +494,7 @@ mod tests {
         v
     }
 
-    /// The DESIGN.md example parses into the expected fields.
+    /// The documented example parses into the expected fields.
     #[test]
     fn parses_design_example() {
         let doc = parse_value(&design_example()).unwrap();
@@ -637,6 +712,33 @@ mod tests {
                 "must not be empty",
             ),
             (
+                "credential over plain http to an outside host",
+                edited(|v| v["canary"]["endpoint"] = json!("http://relay.example.com/v1")),
+                "field canary.endpoint is \"http://relay.example.com/v1\"",
+                "allowInsecure",
+            ),
+            (
+                "caller's key over plain http to an outside host",
+                edited(|v| {
+                    v["stable"] = json!({"model": "m", "endpoint": "http://10.0.0.9/v1",
+                                         "passCallerAuthorization": true})
+                }),
+                "field stable.endpoint",
+                "in plain text",
+            ),
+            (
+                "credential and caller pass-through together",
+                edited(|v| v["stable"]["passCallerAuthorization"] = json!(true)),
+                "field stable.passCallerAuthorization is true",
+                "either its own key or the caller's",
+            ),
+            (
+                "creation time with a fraction",
+                edited(|v| v["createdAt"] = json!("2026-11-27T10:00:00.5Z")),
+                "field createdAt is \"2026-11-27T10:00:00.5Z\"",
+                "YYYY-MM-DDTHH:MM:SSZ",
+            ),
+            (
                 "identical arms",
                 edited(|v| {
                     v["canary"] =
@@ -655,6 +757,43 @@ mod tests {
             assert!(!err.contains('\n'), "{rule}: error spans lines: {err:?}");
             assert!(!err.contains("sk-secret"), "{rule}: error leaks a secret: {err:?}");
         }
+    }
+
+    /// A key may travel over TLS, or over plain HTTP to loopback and in-cluster hosts only;
+    /// allowInsecure lifts the rule for one arm.
+    #[test]
+    fn keys_travel_only_over_safe_endpoints() {
+        let table = [
+            ("https://api.openai.com/v1", true),
+            ("http://127.0.0.1:8080/v1", true),
+            ("http://127.9.9.9/v1", true),
+            ("http://[::1]:9000", true),
+            ("http://localhost:8080", true),
+            ("http://relay:8080/v1", true),
+            ("http://relay.ai.svc:8080/v1", true),
+            ("http://relay.ai.svc.cluster.local/v1", true),
+            ("http://relay.example.com/v1", false),
+            ("http://10.0.0.9/v1", false),
+            ("http://[2001:db8::1]/v1", false),
+            ("http://svc.example.com/v1", false),
+        ];
+        for (endpoint, safe) in table {
+            assert_eq!(key_safe_endpoint(endpoint), safe, "{endpoint}");
+        }
+        let allowed = edited(|v| {
+            v["canary"]["endpoint"] = json!("http://relay.example.com/v1");
+            v["canary"]["allowInsecure"] = json!(true);
+        });
+        let doc = parse_value(&allowed).unwrap();
+        assert!(doc.canary.allow_insecure);
+        assert!(doc.to_json().contains(r#""allowInsecure":true"#));
+        // Without a key, plain HTTP anywhere is fine.
+        let keyless = edited(|v| {
+            v["canary"] = json!({"model": "m", "endpoint": "http://relay.example.com/v1"})
+        });
+        let doc = parse_value(&keyless).unwrap();
+        assert!(!doc.canary.pass_caller_authorization);
+        assert!(!doc.to_json().contains("passCallerAuthorization"));
     }
 
     /// validate() applies the same rules to documents built in code.

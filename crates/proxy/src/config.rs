@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Parser};
 
+use crate::clients::ClientLimits;
 use crate::forward::ForwardOptions;
 
 /// Where the routing documents come from.
@@ -91,6 +92,56 @@ pub struct ProxyArgs {
     #[arg(long, env = "MODELROLLOUT_PROXY_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024, value_name = "BYTES")]
     pub max_body_bytes: usize,
 
+    /// Request body bytes held by all requests together; a request that would exceed it gets
+    /// 503 with Retry-After. Bounds the proxy's memory whatever the clients send.
+    #[arg(long, env = "MODELROLLOUT_PROXY_MAX_INFLIGHT_BODY_BYTES", default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
+    pub max_inflight_body_bytes: usize,
+
+    /// Time allowed for a client to send a request's headers (HTTP/1.1; also how long a
+    /// keep-alive connection may wait for its next request). 0 disables it.
+    #[arg(long, env = "MODELROLLOUT_PROXY_CLIENT_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub client_header_timeout: Duration,
+
+    /// Time allowed for a client to send a whole request body; slower ones get 408. 0 disables it.
+    #[arg(long, env = "MODELROLLOUT_PROXY_CLIENT_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub client_body_timeout: Duration,
+
+    /// A client connection with no request in flight for this long is closed. 0 disables it.
+    #[arg(long, env = "MODELROLLOUT_PROXY_CLIENT_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration, value_name = "DURATION")]
+    pub client_idle_timeout: Duration,
+
+    /// Open client connections on --listen; further ones are answered 503 and closed.
+    #[arg(
+        long,
+        env = "MODELROLLOUT_PROXY_MAX_CONNECTIONS",
+        default_value_t = 4096,
+        value_name = "N"
+    )]
+    pub max_connections: usize,
+
+    /// Concurrent HTTP/2 streams per client connection.
+    #[arg(
+        long,
+        env = "MODELROLLOUT_PROXY_MAX_CONCURRENT_STREAMS",
+        default_value_t = 64,
+        value_name = "N"
+    )]
+    pub max_concurrent_streams: u32,
+
+    /// Extra path prefix below /v1/ passed through to the stable arm (repeatable), besides the
+    /// OpenAI surface (files, batches, uploads, audio, images, moderations, fine_tuning, ...).
+    #[arg(
+        long = "passthrough-path",
+        env = "MODELROLLOUT_PROXY_PASSTHROUGH_PATHS",
+        value_delimiter = ',',
+        value_name = "PREFIX"
+    )]
+    pub passthrough_paths: Vec<String>,
+
+    /// Serve /admin/status to non-loopback peers too (it shows endpoints and credential names).
+    #[arg(long, env = "MODELROLLOUT_PROXY_ADMIN_STATUS_PUBLIC", default_value_t = false)]
+    pub admin_status_public: bool,
+
     /// Upstream TCP+TLS connect timeout.
     #[arg(long, env = "MODELROLLOUT_PROXY_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub connect_timeout: Duration,
@@ -116,10 +167,20 @@ pub struct ProxyArgs {
     #[arg(long, env = "MODELROLLOUT_PROXY_RETRY_MAX_WAIT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub retry_max_wait: Duration,
 
-    /// Answer a failed canary attempt (connect error, timeout, 429, 5xx) from stable; the canary
-    /// failure is still counted.
+    /// Answer a canary attempt that never reached the canary (connect error, missing credential,
+    /// 429 or 503) from stable; the canary failure is still counted.
     #[arg(long, env = "MODELROLLOUT_PROXY_FALLBACK_TO_STABLE", default_value_t = false)]
     pub fallback_to_stable: bool,
+
+    /// With --fallback-to-stable, also fall back after a timeout, a broken connection or another
+    /// 5xx, although the canary may already have executed the request (at-least-once).
+    #[arg(
+        long,
+        env = "MODELROLLOUT_PROXY_FALLBACK_AT_LEAST_ONCE",
+        default_value_t = false,
+        requires = "fallback_to_stable"
+    )]
+    pub fallback_at_least_once: bool,
 
     /// Extra CA certificates (PEM) trusted for https upstreams, besides the system's.
     #[arg(long, env = "MODELROLLOUT_PROXY_UPSTREAM_CA_FILE", value_name = "FILE")]
@@ -157,6 +218,12 @@ pub struct ProxyConfig {
     pub credentials_refresh: Duration,
     /// Request body limit.
     pub max_body_bytes: usize,
+    /// What one client, or all of them, may hold of the proxy.
+    pub clients: ClientLimits,
+    /// Extra pass-through path prefixes below `/v1/`.
+    pub passthrough_paths: Vec<String>,
+    /// Serve `/admin/status` to non-loopback peers.
+    pub admin_status_public: bool,
     /// Forwarding knobs.
     pub forward: ForwardOptions,
     /// Extra upstream CA file.
@@ -176,6 +243,9 @@ impl ProxyConfig {
             credentials_dir: PathBuf::from("/etc/modelrollout/credentials"),
             credentials_refresh: Duration::from_secs(10),
             max_body_bytes: 32 * 1024 * 1024,
+            clients: ClientLimits::default(),
+            passthrough_paths: Vec::new(),
+            admin_status_public: false,
             forward: ForwardOptions::default(),
             upstream_ca_file: None,
             shutdown_grace: Duration::from_secs(30),
@@ -203,6 +273,16 @@ impl ProxyArgs {
             credentials_dir: self.credentials_dir,
             credentials_refresh: self.credentials_refresh,
             max_body_bytes: self.max_body_bytes,
+            clients: ClientLimits {
+                header_timeout: self.client_header_timeout,
+                body_timeout: self.client_body_timeout,
+                idle_timeout: self.client_idle_timeout,
+                max_connections: self.max_connections,
+                max_concurrent_streams: self.max_concurrent_streams,
+                max_inflight_body_bytes: self.max_inflight_body_bytes,
+            },
+            passthrough_paths: self.passthrough_paths,
+            admin_status_public: self.admin_status_public,
             forward: ForwardOptions {
                 connect_timeout: self.connect_timeout,
                 first_byte_timeout: self.first_byte_timeout,
@@ -211,6 +291,7 @@ impl ProxyArgs {
                 retry_backoff: self.retry_backoff,
                 retry_max_wait: self.retry_max_wait,
                 fallback_to_stable: self.fallback_to_stable,
+                fallback_at_least_once: self.fallback_at_least_once,
             },
             upstream_ca_file: self.upstream_ca_file,
             shutdown_grace: self.shutdown_grace,
@@ -270,6 +351,10 @@ mod tests {
         assert_eq!(embedded.credentials_refresh, config.credentials_refresh);
         assert_eq!(embedded.max_body_bytes, config.max_body_bytes);
         assert_eq!(embedded.shutdown_grace, config.shutdown_grace);
+        assert_eq!(embedded.clients, config.clients);
+        assert_eq!(config.clients.header_timeout, Duration::from_secs(30));
+        assert_eq!(config.clients.max_inflight_body_bytes, 64 * 1024 * 1024);
+        assert!(config.passthrough_paths.is_empty() && !config.admin_status_public);
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.admin_listen.to_string(), "127.0.0.1:9901");
         assert_eq!(
@@ -305,6 +390,13 @@ mod tests {
             "1024",
             "--shutdown-grace",
             "1h",
+            "--fallback-at-least-once",
+            "--client-body-timeout",
+            "2s",
+            "--max-connections",
+            "7",
+            "--passthrough-path",
+            "/v1/rerank,/v1/tokenize",
         ])
         .unwrap();
         assert_eq!(
@@ -323,12 +415,17 @@ mod tests {
         assert!(config.forward.fallback_to_stable);
         assert_eq!(config.max_body_bytes, 1024);
         assert_eq!(config.shutdown_grace, Duration::from_secs(3600));
+        assert!(config.forward.fallback_at_least_once);
+        assert_eq!(config.clients.body_timeout, Duration::from_secs(2));
+        assert_eq!(config.clients.max_connections, 7);
+        assert_eq!(config.passthrough_paths, ["/v1/rerank", "/v1/tokenize"]);
     }
 
     /// Bad input names the flag and the fix.
     #[test]
     fn errors() {
-        let table: [(&[&str], &str); 5] = [
+        let table: [(&[&str], &str); 6] = [
+            (&["--routing-dir", "/r", "--fallback-at-least-once"], "--fallback-to-stable"),
             (&[], "--routing-dir"),
             (&["--routing-dir", "/r", "--configmap", "a/b"], "cannot be used with"),
             (&["--configmap", "no-namespace"], "NAMESPACE/NAME"),

@@ -100,13 +100,57 @@ impl ApiError {
         }
     }
 
-    /// 500: the arm's credential file is missing or unreadable. Names the path, never content.
-    pub fn missing_credential(message: String) -> Self {
+    /// 408: the client did not send its body within `--client-body-timeout`.
+    pub fn body_timeout(after: std::time::Duration) -> Self {
+        ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            kind: "invalid_request_error",
+            code: "request_timeout",
+            message: format!(
+                "The request body did not arrive within {after:?} (--client-body-timeout); \
+                 send it faster or raise the limit."
+            ),
+        }
+    }
+
+    /// 503: the request bodies in flight already fill `--max-inflight-body-bytes`.
+    pub fn overloaded(budget: usize) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "server_error",
+            code: "proxy_overloaded",
+            message: format!(
+                "The proxy is holding its limit of {budget} request body bytes \
+                 (--max-inflight-body-bytes); retry shortly."
+            ),
+        }
+    }
+
+    /// 500: the proxy's own configuration stops this request (e.g. an unreadable credential).
+    /// Says nothing about the configuration: the log line with the same request id does.
+    pub fn internal_configuration(track: &str, model: &str, request_id: &str) -> Self {
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             kind: "server_error",
-            code: "missing_credential",
-            message,
+            code: "proxy_configuration_error",
+            message: format!(
+                "The {track} upstream of model {model} cannot be called because of a proxy \
+                 configuration problem; the operator finds the cause in the proxy log under \
+                 request id {request_id}."
+            ),
+        }
+    }
+
+    /// 400: the path holds `..`, an encoded dot segment or an encoded slash.
+    pub fn invalid_path(path: &str) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            kind: "invalid_request_error",
+            code: "invalid_path",
+            message: format!(
+                "The request path {path} contains a '..' segment, an encoded dot segment or an \
+                 encoded slash; send a plain /v1/... path."
+            ),
         }
     }
 
@@ -147,6 +191,19 @@ impl ApiError {
                 "This proxy serves several models ({}); name the one whose stable upstream should \
                  answer this request in the x-modelrollout-model header.",
                 served.join(", ")
+            ),
+        }
+    }
+
+    /// 404: a `/v1/` path that is neither routed nor on the pass-through list.
+    pub fn path_not_allowed(path: &str) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            kind: "invalid_request_error",
+            code: "unknown_url",
+            message: format!(
+                "Unknown request URL: {path}; this proxy passes through the OpenAI API only \
+                 (add a prefix with --passthrough-path to pass more)."
             ),
         }
     }
@@ -217,13 +274,17 @@ mod tests {
         assert_eq!(error.status, StatusCode::NOT_FOUND);
     }
 
-    /// Statuses follow DESIGN.md §4.
+    /// Statuses as documented in crates/proxy/README.md.
     #[test]
     fn statuses() {
         let table = [
             (ApiError::invalid_json("eof"), 400),
             (ApiError::body_too_large(10), 413),
-            (ApiError::missing_credential("x".into()), 500),
+            (ApiError::internal_configuration("canary", "chat", "0123"), 500),
+            (ApiError::body_timeout(std::time::Duration::from_secs(1)), 408),
+            (ApiError::overloaded(10), 503),
+            (ApiError::invalid_path("/v1/../x"), 400),
+            (ApiError::path_not_allowed("/v1/x"), 404),
             (ApiError::upstream_unreachable("canary", "http://x", "refused"), 502),
             (
                 ApiError::upstream_timeout("stable", "http://x", std::time::Duration::from_secs(1)),

@@ -1,33 +1,47 @@
-//! `modelrollout-proxy`: the OpenAI-compatible routing proxy of DESIGN.md §4.
+//! `modelrollout-proxy`: the OpenAI-compatible routing proxy (crates/proxy/README.md).
 //!
 //! It sits in every model request's path (as a sidecar or a gateway), looks up the request body's
 //! `model` alias in a routing table built from the routing documents the controller writes
-//! (DESIGN.md §3), sends each request to the stable or the canary upstream by a sticky weighted
+//! (docs/routing-document.md), sends each request to the stable or the canary upstream by a sticky weighted
 //! split ([`split`]), rewrites the body `model` to that arm's model, injects the arm's credential,
 //! streams the answer back unbuffered and counts everything in Prometheus metrics ([`metrics`]).
 //!
 //! Modules, in the order a request meets them:
 //! - [`config`]: flags and their `MODELROLLOUT_PROXY_*` environment equivalents;
 //! - [`server`]: the listeners (proxy and admin), graceful drain;
+//! - [`clients`]: what clients may hold: timeouts, connections, request body memory;
+//! - [`paths`]: path normalisation and the pass-through allow-list;
 //! - [`request`]: reading the request body (limit, `model`, sticky field) and splicing `model`;
 //! - [`split`]: the sticky bucket hash and the canary decision;
 //! - [`table`]: the routing table merged from all documents, swapped atomically on reload;
 //! - [`source`]: where documents come from (a watched directory or a watched ConfigMap);
 //! - [`credentials`]: upstream API keys read from mounted secret files;
-//! - [`forward`]: the upstream client, retries, fallback, timeouts, streaming body;
+//! - [`forward`]: one request to an arm (and to stable on fallback), timeouts;
+//! - [`policy`]: when to retry, fall back to stable, or answer;
+//! - [`client`]: the pooled upstream HTTP/TLS client;
+//! - [`headers`]: hop-by-hop removal, which key goes upstream, `Retry-After`;
+//! - [`body`]: response bodies streamed back, frame merging, idle timeout, metrics;
+//! - [`usage`]: token usage read from answers;
 //! - [`metrics`]: the `gray_release_*` metric families (a compatibility contract);
 //! - [`error`]: OpenAI-style error responses.
 
+pub mod body;
+pub mod client;
+pub mod clients;
 pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod forward;
+pub mod headers;
 pub mod metrics;
+pub mod paths;
+pub mod policy;
 pub mod request;
 pub mod server;
 pub mod source;
 pub mod split;
 pub mod table;
+pub mod usage;
 
 pub use config::ProxyConfig;
 pub use server::{ProxyHandle, start};

@@ -1,5 +1,5 @@
 //! The proxy's Prometheus metrics. Names and labels are a compatibility contract with the
-//! controller's analysis queries and with alert rules people already run (DESIGN.md §4):
+//! controller's analysis queries and with alert rules people already run (docs/metrics.md):
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -13,7 +13,12 @@
 //! | `gray_release_routing_generation` | gauge | — |
 //!
 //! `model` is the upstream model of the arm (e.g. `gpt-4.1`), `is_canary` is `"true"|"false"`,
-//! `status` is `success` iff `reason="ok"`. Every upstream attempt is counted, so a request
+//! `status` is `success` iff `reason="ok"`. `reason` is one of (see [`Outcome`]): `ok`,
+//! `upstream_4xx` (4xx but 429), `rate_limited` (429), `upstream_5xx` (5xx, or the connection
+//! broke before the response), `timeout` (no response headers within `--first-byte-timeout`, or
+//! a body gap over `--idle-timeout`), `connect` (no connection could be made), `stream_aborted`
+//! (the body broke off mid-way), `config` (the proxy's own configuration stopped the request,
+//! e.g. an unreadable credential file; never sent upstream). Every upstream attempt is counted, so a request
 //! retried after a 503 counts one `upstream_5xx` and then its final outcome. A client that hangs
 //! up is not the upstream's fault: it is counted in `gray_release_client_cancelled_total`, not
 //! as an error. Per-arm series are created when a route is loaded, so rates start from zero.
@@ -42,15 +47,19 @@ pub enum Outcome {
     Upstream5xx,
     /// No response headers within the first-byte timeout, or an idle gap between chunks.
     Timeout,
-    /// The upstream could not be connected to (or its credential file could not be read).
+    /// The upstream could not be connected to.
     Connect,
     /// The response body broke off mid-way.
     StreamAborted,
+    /// The proxy's configuration stopped the request before it was sent (the arm's credential
+    /// file is missing or unreadable, the upstream URL cannot be built): not the upstream's
+    /// fault, so an analysis can tell it apart from `connect`.
+    Config,
 }
 
 impl Outcome {
     /// Every outcome, in label order.
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Ok,
         Outcome::Upstream4xx,
         Outcome::RateLimited,
@@ -58,6 +67,7 @@ impl Outcome {
         Outcome::Timeout,
         Outcome::Connect,
         Outcome::StreamAborted,
+        Outcome::Config,
     ];
 
     /// The `reason` label value.
@@ -70,6 +80,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Connect => "connect",
             Outcome::StreamAborted => "stream_aborted",
+            Outcome::Config => "config",
         }
     }
 
@@ -301,7 +312,7 @@ impl Metrics {
 /// Pre-resolved series of one arm of one rollout.
 #[derive(Clone, Debug)]
 pub struct ArmMetrics {
-    requests: [Counter; 7],
+    requests: [Counter; 8],
     duration: Histogram,
     ttft: Histogram,
     prompt_tokens: Counter,
@@ -310,6 +321,18 @@ pub struct ArmMetrics {
 }
 
 impl ArmMetrics {
+    /// Series registered nowhere: what a route holds until it is accepted into a table.
+    pub fn unregistered() -> Self {
+        ArmMetrics {
+            requests: Default::default(),
+            duration: latency_histogram(),
+            ttft: latency_histogram(),
+            prompt_tokens: Counter::default(),
+            completion_tokens: Counter::default(),
+            cancelled: Counter::default(),
+        }
+    }
+
     /// Counts one finished upstream attempt and its duration.
     pub fn record(&self, outcome: Outcome, elapsed: std::time::Duration) {
         self.requests[outcome.index()].inc();
@@ -332,14 +355,16 @@ impl ArmMetrics {
         self.cancelled.inc();
     }
 
-    /// Attempts counted so far on this arm (all outcomes).
-    pub fn request_count(&self) -> u64 {
-        self.requests.iter().map(Counter::get).sum()
-    }
-
-    /// Attempts that ended in an error outcome.
-    pub fn error_count(&self) -> u64 {
-        self.request_count() - self.requests[Outcome::Ok.index()].get()
+    /// `(attempts, errors)` counted so far on this arm, from one read of each counter: a
+    /// total and an ok count read at different moments could make errors negative.
+    pub fn counts(&self) -> (u64, u64) {
+        let per_outcome = self.requests.each_ref().map(Counter::get);
+        let errors: u64 = Outcome::ALL
+            .iter()
+            .filter(|outcome| **outcome != Outcome::Ok)
+            .map(|outcome| per_outcome[outcome.index()])
+            .sum();
+        (errors + per_outcome[Outcome::Ok.index()], errors)
     }
 }
 
@@ -373,7 +398,7 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }
-        assert_eq!((arm.request_count(), arm.error_count()), (2, 1));
+        assert_eq!(arm.counts(), (2, 1));
     }
 
     /// Status classes map to the contract's reasons.
@@ -388,6 +413,8 @@ mod tests {
             (500, "upstream_5xx"),
             (503, "upstream_5xx"),
         ];
+        assert_eq!(Outcome::Config.reason(), "config");
+        assert_eq!(Outcome::Config.status(), "error");
         for (status, reason) in table {
             let outcome = Outcome::from_status(http::StatusCode::from_u16(status).unwrap());
             assert_eq!(outcome.reason(), reason, "{status}");

@@ -12,42 +12,34 @@ use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 
-/// The top-level fields of a JSON request body, each with the byte range of its value.
+/// A JSON request body's top-level `model`: its value and where it sits, so it can be replaced.
+///
+/// Only `model`'s span is kept, not an index of every field: a body of millions of tiny fields
+/// must not cost more memory than its own bytes. The sticky field is found by a second pass
+/// when (and only when) a route needs it.
 #[derive(Debug)]
 pub struct InspectedBody<'a> {
     body: &'a [u8],
-    fields: Vec<(Cow<'a, str>, Range<usize>)>,
-    model_index: usize,
+    model_span: Range<usize>,
     model: Cow<'a, str>,
 }
 
 impl<'a> InspectedBody<'a> {
     /// Parses `body` as a JSON object with a string `model`; anything else is a 400.
     pub fn parse(body: &'a [u8]) -> Result<Self, ApiError> {
-        let mut deserializer = serde_json::Deserializer::from_slice(body);
-        let TopLevelFields(raw_fields) =
-            <TopLevelFields<'a> as de::Deserialize>::deserialize(&mut deserializer)
-                .map_err(ApiError::invalid_json)?;
-        deserializer.end().map_err(ApiError::invalid_json)?;
-        let mut fields = Vec::with_capacity(raw_fields.len());
-        for (name, raw) in raw_fields {
-            fields.push((name, span_of(body, raw.get())?));
-        }
-        let mut model_positions =
-            fields.iter().enumerate().filter(|(_, (name, _))| name == "model");
-        let Some((model_index, _)) = model_positions.next() else {
-            return Err(ApiError::missing_model("is missing"));
+        let found = scan(body, "model").map_err(ApiError::invalid_json)?;
+        let model_raw = match (found.count, found.last) {
+            (1, Some(raw)) => raw,
+            (0, _) | (_, None) => return Err(ApiError::missing_model("is missing")),
+            _ => return Err(ApiError::missing_model("appears more than once")),
         };
-        if model_positions.next().is_some() {
-            return Err(ApiError::missing_model("appears more than once"));
-        }
-        let model_raw = &body[fields[model_index].1.clone()];
-        let model: Cow<'a, str> = match serde_json::from_slice::<Cow<'a, str>>(model_raw) {
+        let model_span = span_of(body, model_raw.get())?;
+        let model: Cow<'a, str> = match serde_json::from_str::<Cow<'a, str>>(model_raw.get()) {
             Ok(model) if !model.is_empty() => model,
             Ok(_) => return Err(ApiError::missing_model("is empty")),
             Err(_) => return Err(ApiError::missing_model("must be a string")),
         };
-        Ok(InspectedBody { body, fields, model_index, model })
+        Ok(InspectedBody { body, model_span, model })
     }
 
     /// The `model` the client asked for (unescaped).
@@ -56,29 +48,45 @@ impl<'a> InspectedBody<'a> {
     }
 
     /// The sticky key bytes from top-level field `name`: a string's unescaped content, any other
-    /// value's JSON text; `None` when the field is absent or `null`.
+    /// value's JSON text; `None` when the field is absent or `null`. The last occurrence wins.
     pub fn sticky_value(&self, name: &str) -> Option<Cow<'a, [u8]>> {
-        let (_, span) = self.fields.iter().rev().find(|(field, _)| field == name)?;
-        let raw = &self.body[span.clone()];
-        match raw.first() {
-            Some(b'"') => match serde_json::from_slice::<Cow<'a, str>>(raw).ok()? {
+        let raw = scan(self.body, name).ok()?.last?;
+        let text = raw.get();
+        match text.as_bytes().first() {
+            Some(b'"') => match serde_json::from_str::<Cow<'a, str>>(text).ok()? {
                 Cow::Borrowed(s) => Some(Cow::Borrowed(s.as_bytes())),
                 Cow::Owned(s) => Some(Cow::Owned(s.into_bytes())),
             },
             Some(b'n') => None,
-            _ => Some(Cow::Borrowed(raw)),
+            _ => Some(Cow::Borrowed(text.as_bytes())),
         }
     }
 
     /// The body with `model` replaced by `model_json` (an already-encoded JSON string).
     pub fn with_model(&self, model_json: &[u8]) -> Bytes {
-        let span = &self.fields[self.model_index].1;
+        let span = &self.model_span;
         let mut out = Vec::with_capacity(self.body.len() - span.len() + model_json.len());
         out.extend_from_slice(&self.body[..span.start]);
         out.extend_from_slice(model_json);
         out.extend_from_slice(&self.body[span.end..]);
         Bytes::from(out)
     }
+}
+
+/// What one pass over the top-level fields found under the wanted name.
+struct Found<'a> {
+    /// How many times the name occurs.
+    count: usize,
+    /// The value of its last occurrence.
+    last: Option<&'a RawValue>,
+}
+
+/// One pass over `body`'s top-level fields, keeping only the value(s) named `wanted`.
+fn scan<'a>(body: &'a [u8], wanted: &str) -> Result<Found<'a>, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let found = de::Deserializer::deserialize_map(&mut deserializer, FieldVisitor { wanted })?;
+    deserializer.end()?;
+    Ok(found)
 }
 
 /// Encodes `model` as a JSON string, ready for [`InspectedBody::with_model`].
@@ -98,30 +106,28 @@ fn span_of(body: &[u8], value: &str) -> Result<Range<usize>, ApiError> {
     }
 }
 
-struct TopLevelFields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de> de::Deserialize<'de> for TopLevelFields<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(FieldsVisitor)
-    }
+struct FieldVisitor<'w> {
+    wanted: &'w str,
 }
 
-struct FieldsVisitor;
-
-impl<'de> Visitor<'de> for FieldsVisitor {
-    type Value = TopLevelFields<'de>;
+impl<'de> Visitor<'de> for FieldVisitor<'_> {
+    type Value = Found<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        let mut found = Found { count: 0, last: None };
         while let Some(FieldName(name)) = map.next_key::<FieldName<'de>>()? {
+            // Every value is parsed (to validate the body) but only borrowed, never stored.
             let value: &'de RawValue = map.next_value()?;
-            fields.push((name, value));
+            if name == self.wanted {
+                found.count += 1;
+                found.last = Some(value);
+            }
         }
-        Ok(TopLevelFields(fields))
+        Ok(found)
     }
 }
 
@@ -208,6 +214,21 @@ mod tests {
             assert_eq!(error.code, code, "{:?}", String::from_utf8_lossy(body));
             assert_eq!(error.status, 400);
         }
+    }
+
+    /// Parsing keeps no per-field index: a body of a million fields inspects like a small one
+    /// (the struct is the same few words whatever the body holds).
+    #[test]
+    fn no_per_field_index() {
+        let mut body = String::from("{\"model\":\"m\"");
+        for i in 0..1_000_000 {
+            body.push_str(&format!(",\"f{i}\":0"));
+        }
+        body.push_str(",\"user\":\"u\"}");
+        let inspected = InspectedBody::parse(body.as_bytes()).unwrap();
+        assert_eq!(inspected.model(), "m");
+        assert_eq!(inspected.sticky_value("user").as_deref(), Some(&b"u"[..]));
+        assert!(std::mem::size_of_val(&inspected) <= 8 * std::mem::size_of::<usize>());
     }
 
     /// The sticky field yields a string's content, another value's text, nothing for null/absent.

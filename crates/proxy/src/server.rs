@@ -5,16 +5,22 @@
 //!   by the body's `model` alias, split between stable and canary, `model` rewritten;
 //! - `GET /v1/models` lists the served aliases (OpenAI list shape), `GET /v1/models/{alias}`
 //!   describes one;
-//! - any other `/v1/*` request passes through unchanged to the *stable* arm of one rollout: the
-//!   one named by the `x-modelrollout-model: <alias>` request header, or the only one when the
-//!   proxy serves a single alias; with several aliases and no header the answer is 400
+//! - other `/v1/*` requests of the OpenAI surface (and `--passthrough-path` prefixes; see
+//!   [`crate::paths`]) pass through unchanged to the *stable* arm of one rollout: the one named
+//!   by the `x-modelrollout-model: <alias>` request header, or the only one when the proxy
+//!   serves a single alias; with several aliases and no header the answer is 400
 //!   `ambiguous_route` (guessing would send a file upload or a batch to the wrong provider).
+//!
+//! Paths are normalised first; `..` and encoded dot segments or slashes are refused. Clients are
+//! held to the limits of [`crate::clients`] (timeouts, connections, body memory).
 //!
 //! Every forwarded response carries `x-modelrollout-track: canary|stable`.
 //!
-//! **Admin listener** (`--admin-listen`): `/healthz` (the process runs), `/readyz` (a routing
-//! table is loaded and the proxy is not draining), `/metrics` (Prometheus text),
-//! `/admin/status` (JSON: routes, weights, generations, per-arm request and error counts).
+//! **Admin listener** (`--admin-listen`): `/healthz` (the process runs), `/readyz` (the source
+//! was read whole once: every document is served or listed as refused; and not draining),
+//! `/metrics` (Prometheus text), `/admin/status` (JSON: routes, weights, generations, per-arm
+//! request and error counts, refused documents; loopback peers only unless
+//! `--admin-status-public`, as it names endpoints and credentials).
 //! Kept on its own port so an application using the sidecar cannot reach or shadow it, and so
 //! Prometheus can scrape it on another interface than the API.
 //!
@@ -31,23 +37,25 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::body::ProxyBody;
+use crate::client::UpstreamClient;
+use crate::clients::{BodyBudget, ClientLimits, ConnActivity, HeldBody};
 use crate::config::{ProxyConfig, RoutingSource};
 use crate::credentials::CredentialStore;
 use crate::error::ApiError;
-use crate::forward::{
-    ClientBody, ClientRequest, ForwardOptions, Forwarder, ProxyBody, UpstreamClient,
-};
+use crate::forward::{ClientBody, ClientRequest, ForwardOptions, Forwarder};
 use crate::metrics::Metrics;
+use crate::paths;
 use crate::request::InspectedBody;
 use crate::source::{Reloader, watch_configmap, watch_directory};
 use crate::split::Track;
@@ -63,14 +71,19 @@ const MODEL_ROUTED_PATHS: [&str; 4] =
 /// Everything requests share.
 #[derive(Debug)]
 pub struct ProxyState {
-    /// The current routing table; replaced whole on reload.
-    pub table: ArcSwap<RoutingTable>,
+    /// The current routing table; replaced whole on reload (shared with the reloader).
+    pub table: Arc<ArcSwap<RoutingTable>>,
     /// Metric families.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     client: UpstreamClient,
     credentials: CredentialStore,
     forward: ForwardOptions,
     max_body_bytes: usize,
+    clients: ClientLimits,
+    /// Request body bytes held by all requests.
+    pub body_budget: BodyBudget,
+    passthrough_paths: Vec<String>,
+    admin_status_public: bool,
     draining: AtomicBool,
     source: String,
 }
@@ -128,8 +141,8 @@ pub async fn start(config: ProxyConfig) -> crate::Result<ProxyHandle> {
         RoutingSource::ConfigMap { namespace, name, .. } => format!("configmap {namespace}/{name}"),
     };
     let state = Arc::new(ProxyState {
-        table: ArcSwap::from_pointee(RoutingTable::default()),
-        metrics: Metrics::new(),
+        table: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
+        metrics: Arc::new(Metrics::new()),
         client,
         credentials: CredentialStore::new(
             config.credentials_dir.clone(),
@@ -137,6 +150,10 @@ pub async fn start(config: ProxyConfig) -> crate::Result<ProxyHandle> {
         ),
         forward: config.forward.clone(),
         max_body_bytes: config.max_body_bytes,
+        clients: config.clients.clone(),
+        body_budget: BodyBudget::new(config.clients.max_inflight_body_bytes),
+        passthrough_paths: config.passthrough_paths.clone(),
+        admin_status_public: config.admin_status_public,
         draining: AtomicBool::new(false),
         source,
     });
@@ -157,7 +174,7 @@ pub async fn start(config: ProxyConfig) -> crate::Result<ProxyHandle> {
     })?;
 
     let cancel = CancellationToken::new();
-    let reloader = Reloader::new(Arc::clone(&state));
+    let reloader = Reloader::new(Arc::clone(&state.table), Arc::clone(&state.metrics));
     let mut tasks = Vec::new();
     match config.source.clone() {
         RoutingSource::Directory { path, rescan } => {
@@ -175,37 +192,50 @@ pub async fn start(config: ProxyConfig) -> crate::Result<ProxyHandle> {
         api_listener,
         cancel.clone(),
         config.shutdown_grace,
-        move |req| handle_api(Arc::clone(&api_state), req),
+        config.clients.clone(),
+        move |req, _peer| handle_api(Arc::clone(&api_state), req),
     )));
     let admin_state = Arc::clone(&state);
+    // Scrapes and probes are few: a small cap keeps a flood on the admin port cheap.
+    let admin_limits = ClientLimits { max_connections: 64, ..config.clients.clone() };
     tasks.push(tokio::spawn(serve(
         admin_listener,
         cancel.clone(),
         config.shutdown_grace,
-        move |req| handle_admin(Arc::clone(&admin_state), req),
+        admin_limits,
+        move |req, peer| handle_admin(Arc::clone(&admin_state), req, peer),
     )));
     tracing::info!(%addr, %admin_addr, source = %state.source, "modelrollout-proxy listening");
     Ok(ProxyHandle { addr, admin_addr, state, cancel, tasks, grace: config.shutdown_grace })
 }
 
-/// Accepts connections until `cancel`, then drains them for at most `grace`.
+/// Accepts connections until `cancel`, then drains them for at most `grace`. Each connection
+/// obeys `limits`: beyond `max_connections` open ones a newcomer is answered 503 and closed.
 async fn serve<F, Fut>(
     listener: TcpListener,
     cancel: CancellationToken,
     grace: Duration,
+    limits: ClientLimits,
     handler: F,
 ) where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper silently ignores its header-read timeout.
+    builder.http1().timer(TokioTimer::new());
+    if !limits.header_timeout.is_zero() {
+        builder.http1().header_read_timeout(limits.header_timeout);
+    }
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(limits.max_concurrent_streams);
+    let connections = Arc::new(Semaphore::new(limits.max_connections.min(Semaphore::MAX_PERMITS)));
     let graceful = GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
             () = cancel.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -214,17 +244,39 @@ async fn serve<F, Fut>(
                 continue;
             }
         };
+        let Ok(slot) = Arc::clone(&connections).try_acquire_owned() else {
+            tokio::spawn(refuse_connection(stream, limits.max_connections));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
+        let activity = ConnActivity::new();
+        let requests = Arc::clone(&activity);
         let service = hyper::service::service_fn(move |req| {
-            let response = handler(req);
-            async move { Ok::<_, Infallible>(response.await) }
+            let in_flight = requests.begin();
+            let response = handler(req, peer);
+            async move {
+                // The response body carries the in-flight mark: a stream is not idleness.
+                let response = response.await.map(|body| in_flight.attach(body));
+                Ok::<_, Infallible>(response)
+            }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let connection = graceful.watch(connection);
+        let idle = limits.idle_timeout;
         tokio::spawn(async move {
-            // Client resets and protocol errors end only that connection.
-            let _ = connection.await;
+            let _slot = slot;
+            if idle.is_zero() {
+                // Client resets and protocol errors end only that connection.
+                let _ = connection.await;
+                return;
+            }
+            tokio::select! {
+                _ = connection => {}
+                () = activity.idle_for(idle) => {
+                    tracing::debug!(%peer, ?idle, "closing idle client connection");
+                }
+            }
         });
     }
     drop(listener);
@@ -233,71 +285,96 @@ async fn serve<F, Fut>(
     }
 }
 
+/// Answers a connection over the cap with a 503 and closes it, without waiting on a slow peer.
+async fn refuse_connection(mut stream: tokio::net::TcpStream, max: usize) {
+    use tokio::io::AsyncWriteExt;
+    tracing::warn!(max, "connection refused: --max-connections reached");
+    let body = format!(
+        "{{\"error\":{{\"message\":\"The proxy already serves its limit of {max} connections \
+         (--max-connections); retry shortly.\",\"type\":\"server_error\",\"param\":null,\
+         \"code\":\"too_many_connections\"}}}}"
+    );
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
 // === API ===
 
 async fn handle_api(state: Arc<ProxyState>, request: Request<Incoming>) -> Response<ProxyBody> {
-    let path = request.uri().path();
-    if !path.starts_with("/v1/") {
-        return ApiError::not_found(path).into_response();
+    let raw_path = request.uri().path();
+    if !raw_path.starts_with("/v1/") {
+        return ApiError::not_found(raw_path).into_response();
     }
+    let Ok(path) = paths::normalise(raw_path) else {
+        return ApiError::invalid_path(raw_path).into_response();
+    };
     if !state.table.load().is_loaded() {
         return ApiError::not_ready().into_response();
     }
-    if MODEL_ROUTED_PATHS.contains(&path) {
+    if MODEL_ROUTED_PATHS.contains(&path.as_str()) {
         if request.method() != Method::POST {
-            let error = ApiError::method_not_allowed(request.method(), path, "POST");
+            let error = ApiError::method_not_allowed(request.method(), &path, "POST");
             return error.into_response();
         }
-        return route_by_model(&state, request).await;
+        return route_by_model(&state, request, &path).await;
     }
     if path == "/v1/models" || path.starts_with("/v1/models/") {
         if request.method() != Method::GET {
-            let error = ApiError::method_not_allowed(request.method(), path, "GET");
+            let error = ApiError::method_not_allowed(request.method(), &path, "GET");
             return error.into_response();
         }
         return models(&state, path.strip_prefix("/v1/models/"));
     }
-    pass_through(&state, request).await
+    if !paths::passthrough_allowed(&path, &state.passthrough_paths) {
+        return ApiError::path_not_allowed(&path).into_response();
+    }
+    if !paths::PASSTHROUGH_METHODS.contains(request.method()) {
+        let error = ApiError::method_not_allowed(request.method(), &path, "GET, POST or DELETE");
+        return error.into_response();
+    }
+    pass_through(&state, request, &path).await
 }
 
 async fn read_body(
     state: &ProxyState,
     body: Incoming,
     headers: &http::HeaderMap,
-) -> Result<Bytes, ApiError> {
-    let limit = state.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(ApiError::body_too_large(limit));
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::body_too_large(limit))
-        }
-        Err(error) => Err(ApiError::body_unreadable(error)),
-    }
+) -> Result<HeldBody, ApiError> {
+    state.body_budget.read(body, headers, state.max_body_bytes, state.clients.body_timeout).await
 }
 
 fn forwarder(state: &ProxyState) -> Forwarder<'_> {
     Forwarder { client: &state.client, credentials: &state.credentials, options: &state.forward }
 }
 
-fn suffix_of(uri: &http::Uri) -> &str {
-    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    path_and_query.strip_prefix("/v1").unwrap_or(path_and_query)
+/// The normalised path below `/v1`, plus the client's query string.
+fn suffix_of(path: &str, uri: &http::Uri) -> String {
+    let below = path.strip_prefix("/v1").unwrap_or(path);
+    match uri.query() {
+        Some(query) => format!("{below}?{query}"),
+        None => below.to_owned(),
+    }
 }
 
-async fn route_by_model(state: &ProxyState, request: Request<Incoming>) -> Response<ProxyBody> {
+async fn route_by_model(
+    state: &ProxyState,
+    request: Request<Incoming>,
+    path: &str,
+) -> Response<ProxyBody> {
     let (parts, body) = request.into_parts();
     let body = match read_body(state, body, &parts.headers).await {
         Ok(body) => body,
         Err(error) => return error.into_response(),
     };
-    let inspected = match InspectedBody::parse(&body) {
+    let inspected = match InspectedBody::parse(&body.bytes) {
         Ok(inspected) => inspected,
         Err(error) => return error.into_response(),
     };
@@ -315,14 +392,18 @@ async fn route_by_model(state: &ProxyState, request: Request<Incoming>) -> Respo
     let track = route.choose(&parts.headers, Some(&inspected));
     let client_request = ClientRequest {
         method: &parts.method,
-        suffix: suffix_of(&parts.uri),
+        suffix: &suffix_of(path, &parts.uri),
         headers: &parts.headers,
         body: ClientBody::Rewrite(&inspected),
     };
     forwarder(state).forward(&route, track, &client_request).await
 }
 
-async fn pass_through(state: &ProxyState, request: Request<Incoming>) -> Response<ProxyBody> {
+async fn pass_through(
+    state: &ProxyState,
+    request: Request<Incoming>,
+    path: &str,
+) -> Response<ProxyBody> {
     let (parts, body) = request.into_parts();
     let route = {
         let table = state.table.load();
@@ -352,9 +433,9 @@ async fn pass_through(state: &ProxyState, request: Request<Incoming>) -> Respons
     headers.remove(PASSTHROUGH_MODEL_HEADER);
     let client_request = ClientRequest {
         method: &parts.method,
-        suffix: suffix_of(&parts.uri),
+        suffix: &suffix_of(path, &parts.uri),
         headers: &headers,
-        body: ClientBody::Raw(body),
+        body: ClientBody::Raw(body.bytes.clone()),
     };
     forwarder(state).forward(&route, Track::Stable, &client_request).await
 }
@@ -413,13 +494,45 @@ struct AdminStatus<'a> {
     table: crate::table::TableStatus<'a>,
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The status page is for loopback peers (IPv4, IPv6, IPv4-mapped) unless made public.
+    #[test]
+    fn status_is_loopback_only_by_default() {
+        let table = [
+            ("127.0.0.1:5000", false, true),
+            ("127.8.0.1:5000", false, true),
+            ("[::1]:5000", false, true),
+            ("[::ffff:127.0.0.1]:5000", false, true),
+            ("10.0.0.7:5000", false, false),
+            ("[2001:db8::1]:5000", false, false),
+            ("10.0.0.7:5000", true, true),
+        ];
+        for (peer, public, visible) in table {
+            assert_eq!(status_visible_to(peer.parse().unwrap(), public), visible, "{peer}");
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Reloads {
     success: u64,
     failure: u64,
 }
 
-async fn handle_admin(state: Arc<ProxyState>, request: Request<Incoming>) -> Response<ProxyBody> {
+/// `/admin/status` names endpoints and credentials: loopback peers only unless
+/// `--admin-status-public`. `/metrics` and the probes stay open to every peer.
+pub fn status_visible_to(peer: SocketAddr, public: bool) -> bool {
+    public || peer.ip().is_loopback() || peer.ip().to_canonical().is_loopback()
+}
+
+async fn handle_admin(
+    state: Arc<ProxyState>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
     let text = |status: StatusCode, body: &'static str| {
         let mut response = Response::new(ProxyBody::from(Bytes::from_static(body.as_bytes())));
         *response.status_mut() = status;
@@ -443,6 +556,11 @@ async fn handle_admin(state: Arc<ProxyState>, request: Request<Incoming>) -> Res
             );
             response
         }
+        "/admin/status" if !status_visible_to(peer, state.admin_status_public) => text(
+            StatusCode::FORBIDDEN,
+            "/admin/status is served to loopback clients only; start the proxy with \
+             --admin-status-public to serve it on every interface\n",
+        ),
         "/admin/status" => {
             let table = state.table.load();
             let (success, failure) = state.metrics.reload_counts();

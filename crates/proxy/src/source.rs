@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -26,28 +27,31 @@ use kube::runtime::watcher::{self, Event};
 use notify::Watcher;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::ProxyState;
-use crate::table::TableUpdater;
+use crate::metrics::Metrics;
+use crate::table::{RoutingTable, TableUpdater};
 
-/// Applies snapshots to the proxy's table; the only writer of it.
+/// Applies snapshots to the proxy's table; the only writer of it. It holds the table handle
+/// and the metrics, nothing else of the server.
 #[derive(Debug)]
 pub struct Reloader {
-    state: Arc<ProxyState>,
+    table: Arc<ArcSwap<RoutingTable>>,
+    metrics: Arc<Metrics>,
     updater: TableUpdater,
 }
 
 impl Reloader {
-    /// A reloader for `state`'s table.
-    pub fn new(state: Arc<ProxyState>) -> Self {
-        Reloader { state, updater: TableUpdater::default() }
+    /// A reloader publishing into `table`, counting in `metrics`.
+    pub fn new(table: Arc<ArcSwap<RoutingTable>>, metrics: Arc<Metrics>) -> Self {
+        Reloader { table, metrics, updater: TableUpdater::default() }
     }
 
-    /// Merges `snapshot` over the current table and publishes the result if it changed.
+    /// Merges `snapshot` over the current table and publishes the result if it changed (the
+    /// refusals are in the published table, for `/admin/status`).
     pub fn apply(&mut self, snapshot: &BTreeMap<String, Bytes>) {
-        let current = self.state.table.load();
-        let (table, _refusals) = self.updater.apply(&current, snapshot, &self.state.metrics);
+        let current = self.table.load();
+        let (table, _newly_refused) = self.updater.apply(&current, snapshot, &self.metrics);
         if let Some(table) = table {
-            self.state.table.store(Arc::new(table));
+            self.table.store(Arc::new(table));
         }
     }
 }

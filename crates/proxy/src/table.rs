@@ -12,7 +12,7 @@
 //!   same way (between two new claims, the key that sorts first wins);
 //! - a key that disappears (its rollout was deleted) is *retired*: its alias keeps being served,
 //!   by the stable arm only, until the process restarts or another document claims the alias —
-//!   deleting a rollout sends its traffic to stable (DESIGN.md §5), never to a 404.
+//!   deleting a rollout sends its traffic to stable, never to a 404 (docs/routing-document.md).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -90,6 +90,8 @@ pub struct Arm {
     pub upstream: Upstream,
     /// `"<secret>/<key>"`, when the arm injects its own credential.
     pub credential: Option<String>,
+    /// Without a credential: forward the caller's own key (otherwise none is sent).
+    pub pass_caller_authorization: bool,
     /// This arm's metric series.
     pub metrics: ArmMetrics,
 }
@@ -115,7 +117,9 @@ pub struct Route {
 
 impl Route {
     /// Builds a route from the bytes stored under `key`; the error is one line saying why.
-    pub fn build(key: &str, raw: &[u8], metrics: &Metrics) -> Result<Self, String> {
+    /// Its arms' metric series are not registered yet ([`Route::with_metrics`] does that once
+    /// the route is accepted), so a refused document never shows up in `/metrics`.
+    pub fn build(key: &str, raw: &[u8]) -> Result<Self, String> {
         let document = RoutingDocument::parse(raw).map_err(|e| e.to_string())?;
         let expected_key = document.config_map_key();
         if key != expected_key {
@@ -136,12 +140,8 @@ impl Route {
                 model_json: encode_model(&spec.model),
                 upstream,
                 credential: spec.credential.clone(),
-                metrics: metrics.arm(
-                    &document.rollout,
-                    &document.namespace,
-                    &spec.model,
-                    track.is_canary(),
-                ),
+                pass_caller_authorization: spec.pass_caller_authorization,
+                metrics: ArmMetrics::unregistered(),
             })
         };
         let stable = arm(Track::Stable, &document.stable)?;
@@ -211,9 +211,29 @@ impl Route {
         track_for(bucket, weight)
     }
 
+    /// This route with its arms' series registered in `metrics`.
+    fn with_metrics(mut self, metrics: &Metrics) -> Route {
+        let document = &self.document;
+        for arm in [&mut self.stable, &mut self.canary] {
+            arm.metrics = metrics.arm(
+                &document.rollout,
+                &document.namespace,
+                &arm.model,
+                arm.track.is_canary(),
+            );
+        }
+        self
+    }
+
     fn retire(&self) -> Route {
         Route { retired: true, ..self.clone() }
     }
+}
+
+/// Sort key of a claim on an alias: older creation first, undated last, then the key.
+fn precedence<'a>(key: &'a str, route: &'a Route) -> (bool, &'a str, &'a str) {
+    let created = route.document.created_at.as_deref();
+    (created.is_none(), created.unwrap_or_default(), key)
 }
 
 /// The merged, immutable routing table.
@@ -222,6 +242,8 @@ pub struct RoutingTable {
     /// Number of tables published before this one, plus one (0 = nothing loaded yet).
     pub generation: u64,
     by_alias: HashMap<String, Arc<Route>>,
+    /// Documents present but not served, with why (for `/admin/status`).
+    refused: Vec<Refusal>,
 }
 
 impl RoutingTable {
@@ -254,6 +276,7 @@ impl RoutingTable {
         TableStatus {
             loaded: self.is_loaded(),
             generation: self.generation,
+            refused: &self.refused,
             routes: self
                 .routes()
                 .into_iter()
@@ -282,6 +305,8 @@ pub struct TableStatus<'a> {
     pub loaded: bool,
     /// Published table count.
     pub generation: u64,
+    /// Documents present in the source but not served, each with the reason.
+    pub refused: &'a [Refusal],
     /// One entry per alias.
     pub routes: Vec<RouteStatus<'a>>,
 }
@@ -330,12 +355,13 @@ pub struct ArmStatus<'a> {
 
 impl<'a> ArmStatus<'a> {
     fn of(arm: &'a Arm) -> Self {
+        let (requests, errors) = arm.metrics.counts();
         ArmStatus {
             model: &arm.model,
             endpoint: &arm.upstream.endpoint,
             credential: arm.credential.as_deref(),
-            requests: arm.metrics.request_count(),
-            errors: arm.metrics.error_count(),
+            requests,
+            errors,
         }
     }
 }
@@ -344,11 +370,12 @@ impl<'a> ArmStatus<'a> {
 /// refused so a bad document is reported once, not on every rescan.
 #[derive(Debug, Default)]
 pub struct TableUpdater {
-    refused: HashMap<String, Bytes>,
+    /// Key → the refused bytes and why, for keys still present.
+    refused: BTreeMap<String, (Bytes, String)>,
 }
 
 /// One refused document: the key and the one-line reason.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Refusal {
     /// The key / file name.
     pub key: String,
@@ -356,126 +383,115 @@ pub struct Refusal {
     pub reason: String,
 }
 
+/// A claim on an alias: the key, its route, the bytes it was built from, and whether it was
+/// built just now (fresh: its metric series are not registered yet).
+struct Claim<'a> {
+    key: &'a str,
+    route: Arc<Route>,
+    raw: &'a Bytes,
+    fresh: bool,
+}
+
+/// The outcome of one merge, before anything is published.
+struct Merge<'a> {
+    by_alias: HashMap<String, Claim<'a>>,
+    /// Keys refused in this merge: (key, bytes, reason, the entry kept for the key).
+    refused: Vec<(&'a str, &'a Bytes, String, Option<Arc<Route>>)>,
+}
+
 impl TableUpdater {
     /// Merges `snapshot` (every key → its bytes, as the source holds them now) over `current`.
     /// Returns the new table when anything changed (always on the first load) and the documents
-    /// newly refused; counters and log lines are emitted here.
+    /// newly refused. Merging is pure ([`merge`]); counters, series and log lines come from
+    /// [`TableUpdater::publish`] alone.
     pub fn apply(
         &mut self,
         current: &RoutingTable,
         snapshot: &BTreeMap<String, Bytes>,
         metrics: &Metrics,
     ) -> (Option<RoutingTable>, Vec<Refusal>) {
-        let previous_by_key: HashMap<&str, &Arc<Route>> =
-            current.by_alias.values().map(|r| (r.key.as_str(), r)).collect();
-        let mut refusals = Vec::new();
-        let mut refuse = |key: &str, raw: &Bytes, reason: String, keeps: Option<&Route>| {
-            let keeps = match keeps {
-                Some(r) if !r.retired => format!(
-                    "keeping the last good entry (generation {}, weight {}%)",
-                    r.document.generation,
-                    r.weight()
-                ),
-                _ => "the key serves nothing until it is fixed".to_owned(),
-            };
-            if self.refused.get(key) != Some(raw) {
-                self.refused.insert(key.to_owned(), raw.clone());
+        let merged = merge(current, snapshot);
+        self.publish(current, snapshot, merged, metrics)
+    }
+
+    /// Records the merge's refusals (counting and logging each distinct bad content once),
+    /// registers the metric series of newly accepted routes only, and builds the table if
+    /// anything changed.
+    fn publish(
+        &mut self,
+        current: &RoutingTable,
+        snapshot: &BTreeMap<String, Bytes>,
+        merged: Merge<'_>,
+        metrics: &Metrics,
+    ) -> (Option<RoutingTable>, Vec<Refusal>) {
+        let mut newly_refused = Vec::new();
+        for (key, raw, reason, kept) in merged.refused {
+            let stored = self.refused.get(key);
+            if stored.is_none_or(|(bytes, _)| bytes != raw) {
+                let keeps = match kept.as_deref() {
+                    Some(route) if !route.retired => format!(
+                        "keeping the last good entry (generation {}, weight {}%)",
+                        route.document.generation,
+                        route.weight()
+                    ),
+                    _ => "the key serves nothing until it is fixed".to_owned(),
+                };
                 metrics.reload_failed();
                 tracing::warn!(key, "routing document refused: {reason}; {keeps}");
-                refusals.push(Refusal { key: key.to_owned(), reason });
+                newly_refused.push(Refusal { key: key.to_owned(), reason: reason.clone() });
             }
-        };
-
-        // Candidates: (key, route, fresh) where fresh means built from new bytes.
-        let mut candidates: Vec<(&str, Arc<Route>, Option<&Bytes>)> = Vec::new();
-        for (key, raw) in snapshot {
-            let previous = previous_by_key.get(key.as_str()).filter(|r| !r.retired);
-            if let Some(previous) = previous
-                && previous.raw == *raw
-            {
-                candidates.push((key, Arc::clone(previous), None));
-                continue;
-            }
-            match Route::build(key, raw, metrics) {
-                Ok(route) => candidates.push((key, Arc::new(route), Some(raw))),
-                Err(reason) => {
-                    refuse(key, raw, reason, previous.map(|r| &***r));
-                    if let Some(previous) = previous {
-                        candidates.push((key, Arc::clone(previous), None));
-                    }
-                }
-            }
+            self.refused.insert(key.to_owned(), (raw.clone(), reason));
         }
-        // Incumbents (keys keeping the alias they already serve) first, then by key.
-        let incumbent = |key: &str, route: &Route| {
-            current.by_alias.get(route.alias()).is_some_and(|r| r.key == key && !r.retired)
-        };
-        candidates.sort_by(|a, b| {
-            incumbent(b.0, &b.1).cmp(&incumbent(a.0, &a.1)).then_with(|| a.0.cmp(b.0))
-        });
-
-        let mut by_alias: HashMap<String, Arc<Route>> = HashMap::with_capacity(candidates.len());
-        let mut accepted: Vec<&str> = Vec::new();
-        for (key, route, fresh) in candidates {
-            if let Some(owner) = by_alias.get(route.alias()) {
-                let reason = format!(
-                    "it claims model {:?}, already served by rollout {}/{} (key {})",
-                    route.alias(),
-                    owner.document.namespace,
-                    owner.document.rollout,
-                    owner.key
-                );
-                let previous = previous_by_key.get(key).filter(|r| !r.retired);
-                if let Some(raw) = fresh {
-                    refuse(key, raw, reason, previous.map(|r| &***r));
-                }
-                if let Some(previous) = previous
-                    && !by_alias.contains_key(previous.alias())
-                {
-                    by_alias.insert(previous.alias().to_owned(), Arc::clone(previous));
-                }
-                continue;
-            }
-            if fresh.is_some() {
-                accepted.push(key);
-            }
-            by_alias.insert(route.alias().to_owned(), route);
-        }
-        // Keys that vanished: their aliases go to stable until claimed again.
-        for route in current.by_alias.values() {
-            if !snapshot.contains_key(&route.key) && !by_alias.contains_key(route.alias()) {
-                let retired =
-                    if route.retired { Arc::clone(route) } else { Arc::new(route.retire()) };
-                if !route.retired {
-                    tracing::info!(
-                        key = %route.key,
-                        "routing key removed: model {:?} now goes to its stable arm ({}) only",
-                        route.alias(),
-                        route.stable.model
-                    );
-                }
-                by_alias.insert(route.alias().to_owned(), retired);
-            }
-        }
-        for key in accepted {
-            self.refused.remove(key);
+        let served_keys: Vec<String> = merged
+            .by_alias
+            .values()
+            .filter(|claim| snapshot.get(claim.key) == Some(claim.raw))
+            .map(|claim| claim.key.to_owned())
+            .collect();
+        for key in served_keys {
+            self.refused.remove(&key);
         }
         self.refused.retain(|key, _| snapshot.contains_key(key));
+        let refused: Vec<Refusal> = self
+            .refused
+            .iter()
+            .map(|(key, (_, reason))| Refusal { key: key.clone(), reason: reason.clone() })
+            .collect();
 
+        let by_alias: HashMap<String, Arc<Route>> = merged
+            .by_alias
+            .into_iter()
+            .map(|(alias, claim)| {
+                let route = if claim.fresh {
+                    Arc::new(Arc::unwrap_or_clone(claim.route).with_metrics(metrics))
+                } else {
+                    claim.route
+                };
+                (alias, route)
+            })
+            .collect();
         let unchanged = current.is_loaded()
+            && refused == current.refused
             && by_alias.len() == current.by_alias.len()
             && by_alias
                 .iter()
                 .all(|(alias, r)| current.by_alias.get(alias).is_some_and(|c| Arc::ptr_eq(c, r)));
         if unchanged {
-            return (None, refusals);
+            return (None, newly_refused);
         }
         let generation = current.generation + 1;
         for route in by_alias.values() {
             metrics.set_weight(&route.document.rollout, &route.document.namespace, route.weight());
             let changed =
                 current.by_alias.get(route.alias()).is_none_or(|c| !Arc::ptr_eq(c, route));
-            if changed && !route.retired {
+            if changed && route.retired {
+                tracing::info!(
+                    key = %route.key,
+                    "routing key removed: model {:?} now goes to its stable arm ({}) only",
+                    route.alias(),
+                    route.stable.model
+                );
+            } else if changed {
                 tracing::info!(
                     key = %route.key,
                     "routing: model {:?} → rollout {}/{} generation {}, canary weight {}% \
@@ -493,8 +509,87 @@ impl TableUpdater {
             }
         }
         metrics.reload_succeeded(generation);
-        (Some(RoutingTable { generation, by_alias }), refusals)
+        (Some(RoutingTable { generation, by_alias, refused }), newly_refused)
     }
+}
+
+/// The pure merge: which route serves each alias, and which keys are refused and why.
+///
+/// 1. Every key's claim: its current route when its bytes are unchanged, else a route built
+///    from the new bytes, else (they do not build) a refusal, keeping its last good route.
+/// 2. Claims on one alias are settled by [`precedence`]; the losers are refused, each keeping its
+///    last good route if that one's alias is still free.
+/// 3. Aliases of keys that vanished retire to their stable arm, unless claimed again.
+fn merge<'a>(current: &'a RoutingTable, snapshot: &'a BTreeMap<String, Bytes>) -> Merge<'a> {
+    let previous_by_key: HashMap<&str, &Arc<Route>> =
+        current.by_alias.values().filter(|r| !r.retired).map(|r| (r.key.as_str(), r)).collect();
+    let mut refused = Vec::new();
+    let mut claims: Vec<Claim<'a>> = Vec::new();
+    for (key, raw) in snapshot {
+        let previous = previous_by_key.get(key.as_str()).copied();
+        if let Some(previous) = previous
+            && previous.raw == *raw
+        {
+            claims.push(Claim { key, route: Arc::clone(previous), raw, fresh: false });
+            continue;
+        }
+        match Route::build(key, raw) {
+            Ok(route) => claims.push(Claim { key, route: Arc::new(route), raw, fresh: true }),
+            Err(reason) => {
+                refused.push((key.as_str(), raw, reason, previous.cloned()));
+                if let Some(previous) = previous {
+                    claims.push(Claim {
+                        key,
+                        route: Arc::clone(previous),
+                        raw: &previous.raw,
+                        fresh: false,
+                    });
+                }
+            }
+        }
+    }
+    claims.sort_by(|a, b| precedence(a.key, &a.route).cmp(&precedence(b.key, &b.route)));
+
+    let mut by_alias: HashMap<String, Claim<'a>> = HashMap::with_capacity(claims.len());
+    for claim in claims {
+        let Some(owner) = by_alias.get(claim.route.alias()) else {
+            by_alias.insert(claim.route.alias().to_owned(), claim);
+            continue;
+        };
+        let reason = format!(
+            "it claims model {:?}, already served by rollout {}/{} (key {})",
+            claim.route.alias(),
+            owner.route.document.namespace,
+            owner.route.document.rollout,
+            owner.key
+        );
+        let previous = previous_by_key.get(claim.key).copied();
+        // A kept last-good entry losing too was refused already for its new bytes.
+        if let Some(raw) = snapshot.get(claim.key)
+            && raw == claim.raw
+        {
+            refused.push((claim.key, raw, reason, previous.cloned()));
+        }
+        if let Some(previous) = previous
+            && !by_alias.contains_key(previous.alias())
+        {
+            let kept = Claim {
+                key: claim.key,
+                route: Arc::clone(previous),
+                raw: &previous.raw,
+                fresh: false,
+            };
+            by_alias.insert(previous.alias().to_owned(), kept);
+        }
+    }
+    for route in current.by_alias.values() {
+        if !snapshot.contains_key(&route.key) && !by_alias.contains_key(route.alias()) {
+            let retired = if route.retired { Arc::clone(route) } else { Arc::new(route.retire()) };
+            let claim = Claim { key: &route.key, route: retired, raw: &route.raw, fresh: false };
+            by_alias.insert(route.alias().to_owned(), claim);
+        }
+    }
+    Merge { by_alias, refused }
 }
 
 #[cfg(test)]
@@ -565,15 +660,17 @@ mod tests {
         h.apply(&[("chat.json", doc("chat", "chat-default", 25))]);
         let bad = Bytes::from_static(br#"{"version":1,"rollout":"chat""#);
         let (published, refusals) = h.apply(&[("chat.json", bad.clone())]);
-        assert!(!published);
+        assert!(published, "the refusal is published for /admin/status");
         assert_eq!(refusals.len(), 1);
         assert_eq!(refusals[0].key, "chat.json");
+        assert_eq!(h.table.refused, refusals);
         assert_eq!(h.weight("chat-default"), Some(25));
         assert_eq!(h.apply(&[("chat.json", bad)]), (false, vec![]));
         assert_eq!(h.metrics.reload_counts().1, 1);
         // Fixing it applies the new content.
         assert!(h.apply(&[("chat.json", doc("chat", "chat-default", 50))]).0);
         assert_eq!(h.weight("chat-default"), Some(50));
+        assert!(h.table.refused.is_empty());
     }
 
     /// Refusal reasons name the problem: invalid weight, key/rollout mismatch.
@@ -593,24 +690,54 @@ mod tests {
         }
     }
 
-    /// A second rollout claiming a served alias is refused; the incumbent keeps serving.
+    /// `doc` with the rollout's creation time.
+    fn dated(rollout: &str, alias: &str, weight: u32, created_at: &str) -> Bytes {
+        let text = String::from_utf8(doc(rollout, alias, weight).to_vec()).unwrap();
+        let text = text.replace(
+            r#""generation":1,"#,
+            &format!(r#""generation":1,"createdAt":"{created_at}","#),
+        );
+        Bytes::from(text)
+    }
+
+    /// One alias, several claims: the oldest rollout wins, whatever order the documents came
+    /// in; undated ones lose to dated ones, ties go to the key sorting first; every loser is
+    /// listed with its reason.
     #[test]
     fn alias_conflicts() {
-        let mut h = Harness::new();
-        h.apply(&[("b.json", doc("b", "chat-default", 10))]);
-        let (_, refusals) = h.apply(&[
-            ("a.json", doc("a", "chat-default", 90)),
-            ("b.json", doc("b", "chat-default", 10)),
-        ]);
+        let old = || ("b.json", dated("b", "chat-default", 10, "2026-01-01T00:00:00Z"));
+        let new = || ("a.json", dated("a", "chat-default", 90, "2026-02-01T00:00:00Z"));
+        // Loaded together, or the newer one first (a replica restarting after the clash).
+        let mut together = Harness::new();
+        let (_, refusals) = together.apply(&[new(), old()]);
+        let mut newer_first = Harness::new();
+        newer_first.apply(&[new()]);
+        assert_eq!(newer_first.table.route("chat-default").unwrap().key, "a.json");
+        newer_first.apply(&[new(), old()]);
+        for h in [&together, &newer_first] {
+            assert_eq!(h.table.route("chat-default").unwrap().key, "b.json");
+            assert_eq!(h.table.refused.len(), 1);
+            assert_eq!(h.table.refused[0].key, "a.json");
+            assert!(
+                h.table.refused[0].reason.contains("already served by rollout ai/b"),
+                "{}",
+                h.table.refused[0].reason
+            );
+        }
         assert_eq!(refusals.len(), 1);
-        assert_eq!(refusals[0].key, "a.json");
-        assert!(
-            refusals[0].reason.contains("already served by rollout ai/b"),
-            "{}",
-            refusals[0].reason
-        );
-        assert_eq!(h.table.route("chat-default").unwrap().key, "b.json");
-        // Two new claims at once: the key sorting first wins.
+        let exposition = together.metrics.encode();
+        assert!(!exposition.contains(r#"rollout="a""#), "a refused route has no series");
+        assert!(exposition.contains(r#"rollout="b""#));
+        // The loser goes away: its refusal goes with it.
+        together.apply(&[old()]);
+        assert!(together.table.refused.is_empty());
+        // Dated beats undated; two undated claims: the key sorting first wins.
+        let mut h = Harness::new();
+        h.apply(&[
+            ("a.json", doc("a", "m", 10)),
+            ("z.json", dated("z", "m", 20, "2030-01-01T00:00:00Z")),
+        ]);
+        assert_eq!(h.table.route("m").unwrap().key, "z.json");
         let mut h = Harness::new();
         let (_, refusals) =
             h.apply(&[("y.json", doc("y", "m", 10)), ("x.json", doc("x", "m", 20))]);
@@ -638,8 +765,7 @@ mod tests {
     /// The sticky key comes from the first present header, then the body field.
     #[test]
     fn choose_uses_sticky_key() {
-        let metrics = Metrics::new();
-        let route = Route::build("chat.json", &doc("chat", "m", 50), &metrics).unwrap();
+        let route = Route::build("chat.json", &doc("chat", "m", 50)).unwrap();
         let hasher = StickyHasher::new("ai", "chat");
         for i in 0..200 {
             let key = format!("session-{i}");

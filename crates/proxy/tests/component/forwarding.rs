@@ -80,8 +80,9 @@ async fn sticky_split_follows_the_documented_hash() {
     proxy.shutdown().await;
 }
 
-/// The arm's credential file becomes `Authorization: Bearer …`, a rotated file is picked up,
-/// and an arm without a credential passes the caller's Authorization through.
+/// The arm's credential file becomes `Authorization: Bearer …` (replacing the caller's keys), a
+/// rotated file is picked up; an arm without a credential sends no key at all unless it passes
+/// the caller's through (passCallerAuthorization).
 #[tokio::test]
 async fn credentials_are_injected_rotated_or_passed_through() {
     let stable = mock(MockConfig::default()).await;
@@ -99,7 +100,7 @@ async fn credentials_are_injected_rotated_or_passed_through() {
         c.credentials_refresh = Duration::ZERO;
     })
     .await;
-    let caller = [("authorization", "Bearer caller-key")];
+    let caller = [("authorization", "Bearer caller-key"), ("x-api-key", "caller-key")];
     post(&proxy.base_url(), "/chat/completions", &chat("chat-default"), &caller).await;
     std::fs::write(credentials.path().join("relay/api-key"), "sk-canary-2").unwrap();
     post(&proxy.base_url(), "/chat/completions", &chat("chat-default"), &caller).await;
@@ -109,18 +110,32 @@ async fn credentials_are_injected_rotated_or_passed_through() {
         .map(|r| r.headers["authorization"].to_str().unwrap().to_owned())
         .collect();
     assert_eq!(seen, ["Bearer sk-canary-1", "Bearer sk-canary-2"]);
+    assert!(canary.requests().iter().all(|r| !r.headers.contains_key("x-api-key")));
 
     doc["canaryWeight"] = json!(0);
     dir.write_json("chat.json", &doc);
     wait_for_weight(&proxy, "chat-default", 0).await;
     post(&proxy.base_url(), "/chat/completions", &chat("chat-default"), &caller).await;
-    assert_eq!(stable.requests()[0].headers["authorization"], "Bearer caller-key");
+    let headers = &stable.requests()[0].headers;
+    assert!(!headers.contains_key("authorization") && !headers.contains_key("x-api-key"));
+
+    doc["stable"]["passCallerAuthorization"] = json!(true);
+    doc["generation"] = json!(2);
+    dir.write_json("chat.json", &doc);
+    wait_until("pass-through enabled", || {
+        proxy.state.table.load().route("chat-default").is_some_and(|r| r.document.generation == 2)
+    })
+    .await;
+    post(&proxy.base_url(), "/chat/completions", &chat("chat-default"), &caller).await;
+    assert_eq!(stable.requests()[1].headers["authorization"], "Bearer caller-key");
+    assert_eq!(stable.requests()[1].headers["x-api-key"], "caller-key");
     proxy.shutdown().await;
 }
 
-/// A missing credential file is a 500 naming the path it looked for, counted as a canary error.
+/// A missing credential file is a generic 500 with a request id (the path goes to the log only),
+/// counted as `reason="config"`, not as a connect error.
 #[tokio::test]
-async fn missing_credential_is_500_naming_the_file() {
+async fn missing_credential_is_500_without_the_path() {
     let stable = mock(MockConfig::default()).await;
     let canary = mock(MockConfig::default()).await;
     let credentials = tempfile::tempdir().unwrap();
@@ -133,12 +148,15 @@ async fn missing_credential_is_500_naming_the_file() {
     let answer = post(&proxy.base_url(), "/chat/completions", &chat("chat-default"), &[]).await;
     assert_eq!(answer.status, 500);
     let error = &answer.json()["error"];
-    assert_eq!(error["code"], "missing_credential");
-    let expected_path = credentials.path().join("relay/api-key").display().to_string();
-    assert!(error["message"].as_str().unwrap().contains(&expected_path), "{error}");
+    assert_eq!(error["code"], "proxy_configuration_error");
+    let message = error["message"].as_str().unwrap();
+    assert!(!message.contains(&credentials.path().display().to_string()), "{error}");
+    assert!(!message.contains("relay/api-key") && !message.contains("relay"), "{error}");
+    assert!(message.contains("request id "), "{error}");
     assert_eq!(canary.request_count(), 0);
     let text = metrics_text(&proxy).await;
-    assert_eq!(requests(&text, true, "connect"), 1.0);
+    assert_eq!(requests(&text, true, "config"), 1.0);
+    assert_eq!(requests(&text, true, "connect"), 0.0);
     proxy.shutdown().await;
 }
 
@@ -165,6 +183,15 @@ async fn request_errors_are_openai_shaped() {
         (send("GET", &format!("{base}/models/gpt-9"), "", &[]).await, 404, "model_not_found"),
         (send("GET", &format!("http://{}/other", proxy.addr), "", &[]).await, 404, "unknown_url"),
         (send("GET", &format!("{base}/files"), "", &[]).await, 400, "ambiguous_route"),
+        (send("GET", &format!("{base}/../admin"), "", &[]).await, 400, "invalid_path"),
+        (
+            send("GET", &format!("{base}/files/%2e%2e/%2E%2E/admin"), "", &[]).await,
+            400,
+            "invalid_path",
+        ),
+        (send("GET", &format!("{base}/files%2F..%2Fadmin"), "", &[]).await, 400, "invalid_path"),
+        (send("GET", &format!("{base}/internal/debug"), "", &[]).await, 404, "unknown_url"),
+        (send("PUT", &format!("{base}/files"), "", &[]).await, 405, "method_not_allowed"),
     ];
     for (answer, status, code) in table {
         assert_eq!(answer.status, status, "{code}: {}", answer.text());
@@ -251,13 +278,15 @@ async fn connect_errors_retry_then_502() {
     proxy.shutdown().await;
 }
 
-/// With --fallback-to-stable a failing canary is answered by stable, and the canary failure is
-/// still counted; without it the canary's error reaches the client.
+/// With --fallback-to-stable a canary that refused the request (503 after its retry) is
+/// answered by stable, and the canary failures are still counted; a canary 500 may have
+/// executed the request, so it reaches the client unless at-least-once is asked for; without
+/// fallback the canary's error reaches the client.
 #[tokio::test]
-async fn fallback_to_stable_counts_the_canary_failure() {
+async fn fallback_to_stable_only_when_the_canary_did_not_execute() {
     let stable = mock(MockConfig::default()).await;
     let canary =
-        mock(MockConfig { error_rate: 1.0, error_status: 500, ..MockConfig::default() }).await;
+        mock(MockConfig { error_rate: 1.0, error_status: 503, ..MockConfig::default() }).await;
     let dir = chat_dir(&stable.base_url(), &canary.base_url(), 100);
     let proxy = start_proxy(&dir, |c| c.forward.fallback_to_stable = true).await;
     let answer = post(&proxy.base_url(), "/chat/completions", &chat("chat-default"), &[]).await;
@@ -265,8 +294,22 @@ async fn fallback_to_stable_counts_the_canary_failure() {
     assert_eq!(answer.track(), "stable");
     assert_eq!(answer.json()["model"], STABLE_MODEL);
     let text = metrics_text(&proxy).await;
-    assert_eq!(requests(&text, true, "upstream_5xx"), 1.0);
+    assert_eq!(requests(&text, true, "upstream_5xx"), 2.0);
     assert_eq!(requests(&text, false, "ok"), 1.0);
+
+    canary.set_config(MockConfig { error_rate: 1.0, error_status: 500, ..MockConfig::default() });
+    let answer = post(&proxy.base_url(), "/chat/completions", &chat("chat-default"), &[]).await;
+    assert_eq!((answer.status.as_u16(), answer.track()), (500, "canary"), "{}", answer.text());
+    assert_eq!(stable.request_count(), 1, "stable did not repeat what the canary may have done");
+    proxy.shutdown().await;
+
+    let proxy = start_proxy(&dir, |c| {
+        c.forward.fallback_to_stable = true;
+        c.forward.fallback_at_least_once = true;
+    })
+    .await;
+    let answer = post(&proxy.base_url(), "/chat/completions", &chat("chat-default"), &[]).await;
+    assert_eq!((answer.status.as_u16(), answer.track()), (200, "stable"), "{}", answer.text());
     proxy.shutdown().await;
 
     let proxy = start_proxy(&dir, |_| {}).await;
@@ -274,6 +317,29 @@ async fn fallback_to_stable_counts_the_canary_failure() {
     assert_eq!(answer.status, 500);
     assert_eq!(answer.track(), "canary");
     proxy.shutdown().await;
+}
+
+/// A canary that timed out may have executed the request: 504 by default, stable's answer only
+/// with at-least-once fallback; the timeout is counted either way.
+#[tokio::test]
+async fn fallback_after_a_timeout_only_at_least_once() {
+    let stable = mock(MockConfig::default()).await;
+    let (held, _arrivals) = held_upstream().await;
+    let dir = chat_dir(&stable.base_url(), &held, 100);
+    for at_least_once in [false, true] {
+        let proxy = start_proxy(&dir, |c| {
+            c.forward.fallback_to_stable = true;
+            c.forward.fallback_at_least_once = at_least_once;
+            c.forward.first_byte_timeout = Duration::from_millis(200);
+        })
+        .await;
+        let answer = post(&proxy.base_url(), "/chat/completions", &chat("chat-default"), &[]).await;
+        let expected = if at_least_once { (200, "stable") } else { (504, "canary") };
+        assert_eq!((answer.status.as_u16(), answer.track()), expected, "{}", answer.text());
+        assert_eq!(requests(&metrics_text(&proxy).await, true, "timeout"), 1.0);
+        proxy.shutdown().await;
+    }
+    assert_eq!(stable.request_count(), 1);
 }
 
 /// No response headers within --first-byte-timeout: 504, counted as `timeout`.
@@ -303,6 +369,12 @@ async fn other_paths_pass_through_to_stable() {
     let proxy = start_proxy(&dir, |_| {}).await;
     let answer = send("GET", &format!("{}/models?limit=5", proxy.base_url()), "", &[]).await;
     assert_eq!(answer.status, 200);
+    let answer =
+        send("GET", &format!("{}/files?purpose=batch&limit=2", proxy.base_url()), "", &[]).await;
+    assert_eq!(answer.track(), "stable");
+    let recorded = stable.requests();
+    assert_eq!(recorded.last().unwrap().method, "GET");
+    assert_eq!(recorded.last().unwrap().path, "/v1/files?purpose=batch&limit=2");
     let answer = post(&proxy.base_url(), "/moderations", &json!({"input": "x"}), &[]).await;
     assert_eq!(answer.track(), "stable");
     let recorded = stable.requests();

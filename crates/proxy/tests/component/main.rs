@@ -2,6 +2,7 @@
 //! binary for lifecycle tests) in front of in-process mockllm upstreams.
 
 mod admin;
+mod clients;
 mod configmap;
 mod forwarding;
 mod lifecycle;

@@ -9,6 +9,9 @@ use serde_json::json;
 
 use crate::support::*;
 
+/// Concurrent clients in the load test.
+const WORKERS: usize = 6;
+
 /// A document that fails validation is refused: the last good entry keeps serving, the failure
 /// counter rises once, and a fixed document applies again.
 #[tokio::test]
@@ -30,6 +33,9 @@ async fn bad_document_keeps_the_last_good_entry() {
     let status = get(&format!("{}/admin/status", proxy.admin_url())).await.json();
     assert_eq!(status["table"]["routes"][0]["canaryWeight"], 100);
     assert_eq!(status["reloads"]["failure"], 2);
+    assert_eq!(status["table"]["refused"][0]["key"], "chat.json");
+    let reason = status["table"]["refused"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("cannot be read"), "{reason}");
     let text = metrics_text(&proxy).await;
     assert_eq!(metric(&text, "gray_release_config_reloads_total", &[("result", "failure")]), 2.0);
 
@@ -39,6 +45,39 @@ async fn bad_document_keeps_the_last_good_entry() {
     wait_for_weight(&proxy, "chat-default", 0).await;
     let answer = post(&proxy.base_url(), "/chat/completions", &chat("chat-default"), &[]).await;
     assert_eq!(answer.track(), "stable");
+    proxy.shutdown().await;
+}
+
+/// A document refused on the first load does not hold readiness back, but is listed with its
+/// reason on /admin/status (its alias answers 404 naming what is served); once fixed it serves.
+#[tokio::test]
+async fn refused_on_first_load_is_visible() {
+    let arms = two_arms(0).await;
+    let mut bad =
+        document("embed", "embed-default", &arms.stable.base_url(), &arms.canary.base_url(), 0);
+    bad["canaryWeight"] = json!(140);
+    arms.dir.write_json("embed.json", &bad);
+    let proxy = start_proxy(&arms.dir, |_| {}).await;
+    wait_until("first load", || proxy.state.table.load().is_loaded()).await;
+    assert_eq!(get(&format!("{}/readyz", proxy.admin_url())).await.status, 200);
+    let status = get(&format!("{}/admin/status", proxy.admin_url())).await.json();
+    let refused = status["table"]["refused"].as_array().unwrap();
+    assert_eq!(refused.len(), 1, "{status}");
+    assert_eq!(refused[0]["key"], "embed.json");
+    assert!(refused[0]["reason"].as_str().unwrap().contains("canaryWeight is 140"), "{status}");
+    let answer = post(
+        &proxy.base_url(),
+        "/embeddings",
+        &json!({"model": "embed-default", "input": "x"}),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, 404);
+    bad["canaryWeight"] = json!(0);
+    arms.dir.write_json("embed.json", &bad);
+    wait_for_weight(&proxy, "embed-default", 0).await;
+    let status = get(&format!("{}/admin/status", proxy.admin_url())).await.json();
+    assert_eq!(status["table"]["refused"], json!([]));
     proxy.shutdown().await;
 }
 
@@ -109,7 +148,7 @@ async fn weight_changes_under_load_fail_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
     let completed = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
-    for worker in 0..6 {
+    for worker in 0..WORKERS {
         let base = proxy.base_url();
         let stop = Arc::clone(&stop);
         let completed = Arc::clone(&completed);
@@ -181,11 +220,11 @@ async fn weight_changes_under_load_fail_nothing() {
     assert!(total >= 120);
     for (weight, to_stable, to_canary) in phase_counts {
         match weight {
-            // Requests already in flight when the weight changed may still finish on the old
-            // arm, but a full phase must show the new split.
+            // Only requests already in flight when the weight changed (one per worker at most)
+            // may still land on the old arm.
             50 => assert!(to_stable > 0 && to_canary > 0, "50 %: {to_stable}/{to_canary}"),
-            100 => assert!(to_canary > to_stable, "100 %: {to_stable}/{to_canary}"),
-            _ => assert!(to_stable > to_canary, "0 %: {to_stable}/{to_canary}"),
+            100 => assert!(to_stable <= WORKERS, "100 %: {to_stable}/{to_canary}"),
+            _ => assert!(to_canary <= WORKERS, "0 %: {to_stable}/{to_canary}"),
         }
     }
     proxy.shutdown().await;

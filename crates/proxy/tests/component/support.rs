@@ -92,6 +92,33 @@ pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     panic!("gave up waiting for: {what}");
 }
 
+/// Like [`wait_until`] for a condition that must await (e.g. a request): at most 250 tries,
+/// 20 ms apart.
+pub async fn wait_until_async<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..250 {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("gave up waiting for: {what}");
+}
+
+/// Longest any single helper waits for the proxy: a buffering or hanging bug fails the test
+/// with a message instead of hanging CI.
+pub const HELPER_BOUND: Duration = Duration::from_secs(30);
+
+/// `future`, or a panic naming `what` after [`HELPER_BOUND`].
+pub async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(HELPER_BOUND, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no result within {HELPER_BOUND:?}"))
+}
+
 /// Waits until `alias` is served at `weight` (the reload was applied).
 pub async fn wait_for_weight(proxy: &ProxyHandle, alias: &str, weight: u32) {
     wait_until(&format!("{alias} at weight {weight}"), || {
@@ -143,10 +170,13 @@ pub async fn send(
         request = request.header(*name, *value);
     }
     let request = request.body(Full::new(body.into())).expect("request");
-    let response = client().request(request).await.expect("send request");
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.expect("read body").to_bytes();
-    Answer { status: parts.status, headers: parts.headers, body }
+    bounded(&format!("{method} {url}"), async {
+        let response = client().request(request).await.expect("send request");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("read body").to_bytes();
+        Answer { status: parts.status, headers: parts.headers, body }
+    })
+    .await
 }
 
 /// POSTs JSON to `base` + `path`.
@@ -180,13 +210,13 @@ pub async fn open_stream(url: &str, body: &Value, headers: &[(&str, &str)]) -> R
         request = request.header(*name, *value);
     }
     let request = request.body(Full::new(Bytes::from(body.to_string()))).expect("request");
-    client().request(request).await.expect("send request")
+    bounded(&format!("POST {url}"), client().request(request)).await.expect("send request")
 }
 
 /// Reads the next data frame of a body (skipping trailers); `None` at the end, `Err` when cut.
 pub async fn next_chunk(body: &mut Incoming) -> Option<Result<Bytes, String>> {
     loop {
-        match body.frame().await? {
+        match bounded("next response chunk", body.frame()).await? {
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
                     return Some(Ok(data));
@@ -209,7 +239,8 @@ pub async fn read_stream(mut body: Incoming) -> (String, Result<(), String>) {
     (text, Ok(()))
 }
 
-/// The value of the first sample of `name` whose labels include all `labels`, or 0.
+/// The value of the first sample of `name` whose labels include all `labels`; panics when there
+/// is none, so a renamed or missing series cannot pass as a zero.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|line| !line.starts_with('#'))
@@ -220,7 +251,7 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .find(|line| labels.iter().all(|(k, v)| line.contains(&format!("{k}=\"{v}\""))))
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse().ok())
-        .unwrap_or(0.0)
+        .unwrap_or_else(|| panic!("no sample of {name} with {labels:?} in:\n{text}"))
 }
 
 /// `/metrics` of a running proxy.
