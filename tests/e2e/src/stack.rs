@@ -210,8 +210,8 @@ impl World {
             "metadata": {"name": name, "namespace": self.namespace.name()},
             "spec": {
                 "model": ALIAS,
-                "stable": {"model": "gpt-4.1", "endpoint": format!("{}/v1", self.stable.base_url())},
-                "canary": {"model": "claude-sonnet-4.5", "endpoint": format!("{}/v1", self.canary.base_url())},
+                "stable": {"model": "gpt-4.1", "endpoint": self.stable.base_url()},
+                "canary": {"model": "claude-sonnet-4.5", "endpoint": self.canary.base_url()},
                 "routing": {"configMapRef": {"name": CONFIG_MAP}, "stickiness": {"headers": ["X-Session-ID"]}},
                 "strategy": {"steps": steps},
                 "analysis": {
