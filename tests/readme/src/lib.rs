@@ -9,7 +9,7 @@
 //! - ```` ```sh retry ````: a read-only block whose answer may lag behind a change the reader just
 //!   made (a reload in flight): rerun until its output matches, within the block's time limit.
 //! - ```` ```text output ````: the output of the runnable block before it, matched line by line.
-//! - `# prints: TEXT` comments in a block: a line of its output matches `TEXT`.
+//! - `# prints: TEXT` comments in a block: a line of its output contains `TEXT`, in this order.
 //!
 //! In expected text `...` stands for any text within a line, and a line that is only `...` for any
 //! number of lines.

@@ -32,9 +32,10 @@ pub struct Block {
 }
 
 impl Block {
-    /// The first command line, to name the block in messages.
+    /// The first command line without its comment, to name the block in messages.
     pub fn first_line(&self) -> &str {
-        self.code.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim()
+        let line = self.code.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        line.split_once(" #").map_or(line, |(command, _)| command).trim()
     }
 }
 
@@ -208,9 +209,9 @@ impl Info {
                 None => None,
                 Some(after) => {
                     if let Some(quoted) = after.strip_prefix('"') {
-                        let end = quoted
-                            .find('"')
-                            .ok_or_else(|| format!("unterminated quote in the fence info {info:?}"))?;
+                        let end = quoted.find('"').ok_or_else(|| {
+                            format!("unterminated quote in the fence info {info:?}")
+                        })?;
                         rest = &quoted[end + 1..];
                         Some(quoted[..end].to_owned())
                     } else {

@@ -10,10 +10,8 @@ const LOOPBACK: &str = "127.0.0.1:";
 pub fn loopback_ports(text: &str) -> BTreeSet<u16> {
     text.match_indices(LOOPBACK)
         .filter_map(|(at, _)| {
-            let digits: String = text[at + LOOPBACK.len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
+            let digits: String =
+                text[at + LOOPBACK.len()..].chars().take_while(char::is_ascii_digit).collect();
             digits.parse().ok()
         })
         .collect()

@@ -1,15 +1,17 @@
 //! Runs a page's blocks section by section and says, for a failure, where and why.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::markdown::{Block, Language, starts_background_job};
 use crate::ports::{loopback_ports, wait_until};
-use crate::session::{Outcome, Session};
+use crate::session::{Outcome, Session, reader_command};
 
-/// How long one block may take (a `cargo build` on a busy 2-core machine, a cluster start).
-pub const BLOCK_LIMIT: Duration = Duration::from_secs(300);
+/// How long one block may take: a `cargo build` or `make cluster-up` compiles the crates it names
+/// with their own feature set (not the workspace's that `cargo test` built), several minutes on a
+/// busy 2-core machine the first time.
+pub const BLOCK_LIMIT: Duration = Duration::from_secs(900);
 /// How long a previous section's servers get to release the ports the next section names.
 const PORTS_FREE_LIMIT: Duration = Duration::from_secs(15);
 /// How long background servers a block started get to listen on the ports it names.
@@ -51,7 +53,11 @@ impl Runner {
             rest = after;
             for block in section {
                 if let Some(reason) = &block.skip {
-                    tally.skipped.push(format!("{name}:{} ({}): {reason}", block.line, block.first_line()));
+                    tally.skipped.push(format!(
+                        "{name}:{} ({}): {reason}",
+                        block.line,
+                        block.first_line()
+                    ));
                 }
             }
             if section.iter().all(|b| b.skip.is_some()) {
@@ -78,13 +84,13 @@ impl Runner {
                     + if busy.len() == 1 { " is" } else { " are" }
             ));
         }
-        let scratch = tempfile::tempdir_in(&self.scratch).map_err(|e| format!("scratch dir: {e}"))?;
+        let scratch =
+            tempfile::tempdir_in(&self.scratch).map_err(|e| format!("scratch dir: {e}"))?;
         let mut session = Session::start(&self.cwd, scratch.path(), &self.env)
             .map_err(|e| format!("{name} § {heading:?}: cannot start bash: {e}"))?;
         for block in runnable {
             eprintln!("readme: {name}:{} § {heading}: {}", block.line, block.first_line());
-            self.run_block(&mut session, block)
-                .map_err(|failure| failure.report(name, block))?;
+            self.run_block(&mut session, block).map_err(|failure| failure.report(name, block))?;
             tally.ran += 1;
         }
         session.stop();
@@ -97,11 +103,13 @@ impl Runner {
             let outcome = match block.language {
                 Language::Shell | Language::Console => session.run_shell(&block.code, BLOCK_LIMIT),
                 Language::Python => {
-                    let python = self.python.as_deref().ok_or_else(|| Failure::new(
-                        "no Python with the `openai` client: run `make deps` (it makes \
+                    let python = self.python.as_deref().ok_or_else(|| {
+                        Failure::new(
+                            "no Python with the `openai` client: run `make deps` (it makes \
                          .cache/venv), or set MODELROLLOUT_PYTHON",
-                        "",
-                    ))?;
+                            "",
+                        )
+                    })?;
                     session.run_python(python, &block.code, BLOCK_LIMIT)
                 }
             }
@@ -176,14 +184,8 @@ pub fn run_bounded(
     let log = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
     let out = log.reopen().map_err(|e| e.to_string())?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
-    let mut child = Command::new("bash")
+    let mut child = reader_command("bash", cwd, env)
         .args(["-c", command])
-        .current_dir(cwd)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env_remove("MAKEFLAGS")
-        .env_remove("MFLAGS")
-        .env_remove("MAKELEVEL")
-        .env_remove("CARGO_MAKEFLAGS")
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

@@ -46,16 +46,8 @@ impl Session {
     /// Starts `bash` in `cwd` with `env` added; `scratch` holds the block files and outputs.
     pub fn start(cwd: &Path, scratch: &Path, env: &[(String, String)]) -> io::Result<Session> {
         use std::os::unix::process::CommandExt;
-        let mut shell = Command::new("bash")
+        let mut shell = reader_command("bash", cwd, env)
             .args(["--noprofile", "--norc"])
-            .current_dir(cwd)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            // A reader's terminal has no parent `make` (its jobserver file descriptors are not
-            // ours to pass on).
-            .env_remove("MAKEFLAGS")
-            .env_remove("MFLAGS")
-            .env_remove("MAKELEVEL")
-            .env_remove("CARGO_MAKEFLAGS")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -74,7 +66,12 @@ impl Session {
     }
 
     /// Runs a Python block with `python`, in the session's directory and environment.
-    pub fn run_python(&mut self, python: &Path, code: &str, limit: Duration) -> io::Result<Outcome> {
+    pub fn run_python(
+        &mut self,
+        python: &Path,
+        code: &str,
+        limit: Duration,
+    ) -> io::Result<Outcome> {
         let file = self.next_file("py", code)?;
         self.run(&format!("{} {}", quote(python), quote(&file)), limit)
     }
@@ -99,13 +96,17 @@ impl Session {
         )?;
         self.stdin.flush()?;
         let deadline = Instant::now() + limit;
-        let read_output = || std::fs::read(&output_file).map(|b| String::from_utf8_lossy(&b).into_owned());
+        let read_output =
+            || std::fs::read(&output_file).map(|b| String::from_utf8_lossy(&b).into_owned());
         loop {
             if done.exists() {
                 return Ok(Outcome::Succeeded { output: read_output().unwrap_or_default() });
             }
             if let Some(status) = self.shell.try_wait()? {
-                return Ok(Outcome::Failed { status: status.code(), output: read_output().unwrap_or_default() });
+                return Ok(Outcome::Failed {
+                    status: status.code(),
+                    output: read_output().unwrap_or_default(),
+                });
             }
             if Instant::now() >= deadline {
                 return Ok(Outcome::TimedOut { output: read_output().unwrap_or_default() });
@@ -132,7 +133,9 @@ impl Session {
         let deadline = Instant::now() + STOP_GRACE;
         while Instant::now() < deadline {
             let _ = self.shell.try_wait();
-            if test_kill_process_group(group).is_err() || live_members(group.as_raw_nonzero().get()) == 0 {
+            if test_kill_process_group(group).is_err()
+                || live_members(group.as_raw_nonzero().get()) == 0
+            {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -146,6 +149,41 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `program` in `cwd` with the environment of a reader's terminal plus `env`: without the
+/// variables cargo sets for a test process (a build script that watches `CARGO_MANIFEST_DIR`
+/// would make the README's `cargo build` rebuild half the workspace) or a parent `make` (its
+/// jobserver file descriptors are not ours to pass on).
+pub fn reader_command(program: &str, cwd: &Path, env: &[(String, String)]) -> Command {
+    const SET_FOR_TESTS: &[&str] = &[
+        "CARGO",
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "CARGO_MAKEFLAGS",
+        "RUST_RECURSION_COUNT",
+        "MAKEFLAGS",
+        "MFLAGS",
+        "MAKELEVEL",
+    ];
+    let mut command = Command::new(program);
+    command.current_dir(cwd);
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if SET_FOR_TESTS.contains(&key)
+            || key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_EXE_")
+        {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env.iter().map(|(k, v)| (k, v)));
+    command
 }
 
 /// How many processes of process group `group` still run (zombies, which only wait for their
@@ -191,7 +229,8 @@ mod tests {
     #[test]
     fn state_carries_over() {
         let (mut session, _scratch) = session();
-        let first = session.run_shell("mkdir -p sub && cd sub\nexport GREETING=hello\n", LIMIT).unwrap();
+        let first =
+            session.run_shell("mkdir -p sub && cd sub\nexport GREETING=hello\n", LIMIT).unwrap();
         assert_eq!(first, Outcome::Succeeded { output: String::new() });
         let second = session.run_shell("echo \"$GREETING from ${PWD##*/}\"\n", LIMIT).unwrap();
         assert_eq!(second, Outcome::Succeeded { output: "hello from sub\n".into() });
@@ -216,7 +255,8 @@ mod tests {
             .run_shell(&format!("sleep 600 &\necho $! > '{}'\n", pid_file.display()), LIMIT)
             .unwrap();
         assert!(matches!(started, Outcome::Succeeded { .. }), "{started:?}");
-        let outcome = session.run_shell("echo waiting\nsleep 600\n", Duration::from_millis(300)).unwrap();
+        let outcome =
+            session.run_shell("echo waiting\nsleep 600\n", Duration::from_millis(300)).unwrap();
         assert_eq!(outcome, Outcome::TimedOut { output: "waiting\n".into() });
         session.stop();
         let job: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();

@@ -1,13 +1,13 @@
 //! The README's commands work word for word on this machine, and the Makefile, `make help` and the
 //! READMEs name the same targets.
 //!
-//! Runs in a temporary copy of the repository with the workspace's `target/` (so `cargo build`
-//! in a README is cheap once `make test` has built the workspace). The pages name fixed ports
+//! Runs in a temporary copy of the repository that shares the workspace's `target/`. The pages name fixed ports
 //! (8080, 9001, ...): cargo runs one test binary at a time, so no other test runs beside this one,
 //! and a port something else holds fails the test with its number before any block runs.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use modelrollout_readme_tests::make_targets;
@@ -37,12 +37,15 @@ fn workspace_root() -> PathBuf {
         .expect("the workspace root exists")
 }
 
-/// The environment of the copy: the workspace's build outputs, so nothing is built twice.
-fn copy_env(root: &Path) -> Vec<(String, String)> {
+/// A copy of the repository whose `target/` is the workspace's: the README's `cargo build` finds
+/// what `cargo test` has just built, and `target/debug/...` commands find the binaries.
+fn copy_of(root: &Path) -> RepoCopy {
+    let copy = RepoCopy::of(root).expect("copying the repository");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    vec![("CARGO_TARGET_DIR".into(), target.display().to_string())]
+    std::os::unix::fs::symlink(target, copy.path().join("target")).expect("linking target/");
+    copy
 }
 
 /// The Python with the `openai` client: `MODELROLLOUT_PYTHON` (set by `make test`), else the
@@ -70,16 +73,21 @@ fn pages(copy: &RepoCopy) -> Vec<(String, Vec<Block>)> {
         .collect()
 }
 
+/// The two tests share `target/`: run one at a time rather than have their cargo commands wait
+/// for each other's lock inside their time limits.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// Every runnable block of every page runs as written, and prints what the page says it prints.
 #[test]
 fn readme_commands_work_word_for_word() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let root = workspace_root();
-    let copy = RepoCopy::of(&root).expect("copying the repository");
+    let copy = copy_of(&root);
     let scratch = tempfile::tempdir().expect("a scratch directory");
     let runner = Runner {
         cwd: copy.path().to_path_buf(),
         scratch: scratch.path().to_path_buf(),
-        env: copy_env(&root),
+        env: vec![],
         python: python(&root),
     };
     let mut tally = Tally::default();
@@ -109,13 +117,18 @@ fn readme_commands_work_word_for_word() {
 /// `make cluster-down` stops that cluster.
 #[test]
 fn make_help_targets_agree_and_the_cheap_ones_work() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let root = workspace_root();
-    let copy = RepoCopy::of(&root).expect("copying the repository");
-    let env = copy_env(&root);
+    let copy = copy_of(&root);
+    let env = vec![];
     let make = |target: &str| {
         let (succeeded, output) =
             run_bounded(copy.path(), &env, &format!("make {target}"), BLOCK_LIMIT).unwrap();
-        assert!(succeeded, "`make {target}` failed (or ran over {} s):\n{output}", BLOCK_LIMIT.as_secs());
+        assert!(
+            succeeded,
+            "`make {target}` failed (or ran over {} s):\n{output}",
+            BLOCK_LIMIT.as_secs()
+        );
         output
     };
 
@@ -163,7 +176,10 @@ fn make_help_targets_agree_and_the_cheap_ones_work() {
         }),
         "`make cluster-up` did not print `export KUBECONFIG=.../.cache/cluster/kubeconfig`:\n{up}"
     );
-    assert!(copy.path().join(".cache/cluster/kubeconfig").exists(), "no kubeconfig after cluster-up:\n{up}");
+    assert!(
+        copy.path().join(".cache/cluster/kubeconfig").exists(),
+        "no kubeconfig after cluster-up:\n{up}"
+    );
     make("cluster-down");
     assert!(
         !copy.path().join(".cache/cluster").exists(),
@@ -179,6 +195,7 @@ struct ClusterGuard<'a> {
 
 impl Drop for ClusterGuard<'_> {
     fn drop(&mut self) {
-        let _ = run_bounded(self.copy.path(), self.env, "make cluster-down", Duration::from_secs(120));
+        let _ =
+            run_bounded(self.copy.path(), self.env, "make cluster-down", Duration::from_secs(120));
     }
 }
