@@ -19,6 +19,8 @@ pub struct Session {
     stdin: ChildStdin,
     scratch: PathBuf,
     blocks_run: usize,
+    /// Set once the group is stopped: its id may belong to someone else afterwards.
+    stopped: bool,
 }
 
 /// How a command ended.
@@ -56,7 +58,7 @@ impl Session {
         let mut stdin = shell.stdin.take().expect("stdin is piped");
         // A failing command ends the session, as it would end a reader's attempt.
         writeln!(stdin, "set -e")?;
-        Ok(Session { shell, stdin, scratch: scratch.to_path_buf(), blocks_run: 0 })
+        Ok(Session { shell, stdin, scratch: scratch.to_path_buf(), blocks_run: 0, stopped: false })
     }
 
     /// Sources a shell block into the session.
@@ -128,6 +130,9 @@ impl Session {
 
     /// Stops the shell and everything it started: SIGTERM to the group, SIGKILL after a grace.
     pub fn stop(&mut self) {
+        if std::mem::replace(&mut self.stopped, true) {
+            return;
+        }
         let Some(group) = Pid::from_raw(self.shell.id() as i32) else { return };
         let _ = kill_process_group(group, Signal::TERM);
         let deadline = Instant::now() + STOP_GRACE;
