@@ -322,7 +322,7 @@ def render(results, machine, commands, args):
       "with `LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_TELEMETRY=False DISABLE_ADMIN_UI=True` so it "
       "never reaches the internet. Each distinct command once, in order:")
     w("")
-    w("```sh")
+    w('```sh skip="make bench runs these: minutes of measurements, nginx and LiteLLM"')
     seen = set()
     for line in commands:
         if line not in seen:
