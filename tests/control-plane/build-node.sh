@@ -30,7 +30,7 @@ done
 
 for cmd in kubelet kube-controller-manager kube-scheduler; do
   start=$SECONDS
-  log "building $cmd (the kubelet takes about 9 minutes cold on 2 cores)..."
+  log "building $cmd (kubelet: about 6 to 9 minutes cold on 2 cores)..."
   go build -trimpath -ldflags "$ldflags" -o "$out.tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd"
   log "built $cmd in $((SECONDS - start))s"
 done
