@@ -11,6 +11,9 @@ NODE_BUILD := tests/control-plane/build-node.sh
 # Binaries `make images` turns into images, one word each; the node imports every tarball.
 IMAGES ?= modelrollout-proxy modelrollout-mockllm mockllm-probe
 IMAGE_DIR := .cache/images
+# Cargo profile of the imaged binaries (`make images IMAGE_PROFILE=dev` reuses the test build).
+IMAGE_PROFILE ?= release
+IMAGE_BIN_DIR := target/$(if $(filter dev,$(IMAGE_PROFILE)),debug,$(IMAGE_PROFILE))
 # `make cluster-up NODE=1` also runs a node (containerd, kubelet, scheduler, controller-manager).
 NODE ?=
 # Python tools the tests drive (the official `openai` client) live in a virtualenv of our own.
@@ -63,11 +66,11 @@ control-plane: ## build the pinned etcd, kube-apiserver, kubectl, helm, kubelet,
 .PHONY: images
 images: ## OCI image tarballs of $(IMAGES) and the pause image in .cache/images (imported into a running node-up cluster)
 	@mkdir -p $(IMAGE_DIR)
-	$(CARGO) build --release $(addprefix --bin ,$(IMAGES))
+	$(CARGO) build --profile $(IMAGE_PROFILE) $(addprefix --bin ,$(IMAGES))
 	cc -static -Os -o $(IMAGE_DIR)/pause tests/imagebuild/pause.c
 	python3 tests/imagebuild/imagebuild.py --binary $(IMAGE_DIR)/pause --name modelrollout.local/pause:dev --user 65535 --out $(IMAGE_DIR)/pause.tar
 	@for bin in $(IMAGES); do \
-	  python3 tests/imagebuild/imagebuild.py --binary target/release/$$bin --name modelrollout.local/$$bin:dev --out $(IMAGE_DIR)/$$bin.tar; \
+	  python3 tests/imagebuild/imagebuild.py --binary $(IMAGE_BIN_DIR)/$$bin --name modelrollout.local/$$bin:dev --out $(IMAGE_DIR)/$$bin.tar; \
 	done
 	@if [ -S .cache/cluster/node/containerd.sock ]; then \
 	  $(CARGO) run --quiet -p modelrollout-testcluster --bin testcluster -- load-images --dir .cache/cluster $(IMAGE_DIR)/*.tar; \

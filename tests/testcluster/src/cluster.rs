@@ -330,6 +330,10 @@ pub(crate) fn launch(
     lifetime: Lifetime,
     node: Option<&NodeOptions>,
 ) -> Result<(Endpoints, Supervisor)> {
+    if let Some(options) = node {
+        // Before any folder exists: a missing pause image is the likeliest mistake.
+        options.image_tarballs()?;
+    }
     let mut attempt = 1;
     loop {
         let cluster_dir = dir.create()?;

@@ -151,7 +151,7 @@ impl NodeOptions {
     }
 
     /// The tarballs to import, sorted; the pause image must be among them.
-    fn image_tarballs(&self) -> Result<Vec<PathBuf>> {
+    pub(crate) fn image_tarballs(&self) -> Result<Vec<PathBuf>> {
         let missing = || Error::MissingImages { dir: self.images.clone() };
         let entries = std::fs::read_dir(&self.images).map_err(|_| missing())?;
         let mut tarballs: Vec<PathBuf> = entries
