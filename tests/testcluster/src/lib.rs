@@ -14,6 +14,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! [`TestCluster::start_with_node`] (or [`TestCluster::shared_with_node`]) adds a real node:
+//! containerd, kubelet, kube-controller-manager and kube-scheduler, in network, mount and PID
+//! namespaces of their own, running the images `make images` built (see `node.rs`).
+//!
 //! Nothing outlives the process that started it: every cluster runs under a small supervising
 //! shell that stops etcd and kube-apiserver and removes the cluster's directory as soon as the
 //! owning process drops the cluster, exits, panics, or is killed (even with SIGKILL).

@@ -64,6 +64,21 @@ fn node_runs_a_pod_and_leaves_nothing_behind() -> Result<()> {
     let ip = cluster.kubectl_ok(["get", "pod", "sleeper", "-o", "jsonpath={.status.podIP}"])?;
     ensure!(ip.starts_with("10.244.0."), "pod IP {ip}");
 
+    // A pull can only reach containerd's dead loopback proxy: it fails at once, off the machine never.
+    let pulling = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"puller","namespace":"default"},
+        "spec":{"automountServiceAccountToken":false,"containers":[{"name":"c","image":"registry.example/none:1","imagePullPolicy":"Always"}]}}"#;
+    let applied = cluster.kubectl_with_stdin(["apply", "-f", "-"], pulling.as_bytes())?;
+    ensure!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let message = cluster.kubectl_ok(["get", "pod", "puller", "-o", "jsonpath={.status.containerStatuses[0].state.waiting.message}"])?;
+        if message.contains("proxyconnect tcp: dial tcp 127.0.0.1:9") {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the pull did not fail on the loopback proxy; last: {message:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
     let pids = node_pids(&cgroup);
     // the namespaces' init, containerd, kubelet, two forwarders, a shim, two pause processes
     ensure!(pids.len() >= 6, "only {pids:?} in cgroup {cgroup}");
