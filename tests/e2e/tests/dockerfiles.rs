@@ -40,8 +40,14 @@ fn parse(text: &str) -> Result<Dockerfile> {
             }
         }
         let array = |rest: &str| -> Result<Vec<String>> {
-            let value: Value = serde_json::from_str(rest).with_context(|| format!("not a JSON array: {line}"))?;
-            Ok(value.as_array().context("an array")?.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            let value: Value =
+                serde_json::from_str(rest).with_context(|| format!("not a JSON array: {line}"))?;
+            Ok(value
+                .as_array()
+                .context("an array")?
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect())
         };
         match words.first().copied() {
             Some("COPY") if words.get(1).is_some_and(|w| w.starts_with("--from=")) => {
@@ -51,7 +57,11 @@ fn parse(text: &str) -> Result<Dockerfile> {
             Some("CMD") => file.cmd = array(line.trim_start_matches("CMD"))?,
             Some("EXPOSE") => {
                 for port in &words[1..] {
-                    file.exposed.insert(port.trim_end_matches("/tcp").parse().with_context(|| format!("EXPOSE {port}"))?);
+                    file.exposed.insert(
+                        port.trim_end_matches("/tcp")
+                            .parse()
+                            .with_context(|| format!("EXPOSE {port}"))?,
+                    );
                 }
             }
             Some("USER") => file.user = words.get(1).map(|w| (*w).to_owned()).unwrap_or_default(),
@@ -67,7 +77,9 @@ fn clap_flags(src: &Path) -> Result<BTreeSet<String>> {
     let mut flags = BTreeSet::new();
     let mut stack = vec![src.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
             let path = entry?.path();
             if path.is_dir() {
                 stack.push(path);
@@ -98,7 +110,12 @@ fn flags_in(text: &str, flags: &mut BTreeSet<String>) {
             continue;
         }
         let quoted = |key: &str| -> Vec<String> {
-            attribute.split(key).skip(1).filter_map(|rest| rest.split('"').next()).map(|n| format!("--{n}")).collect()
+            attribute
+                .split(key)
+                .skip(1)
+                .filter_map(|rest| rest.split('"').next())
+                .map(|n| format!("--{n}"))
+                .collect()
         };
         let explicit = quoted("long = \"");
         let named = !explicit.is_empty();
@@ -110,8 +127,11 @@ fn flags_in(text: &str, flags: &mut BTreeSet<String>) {
         // The field follows, after any further attributes and comments.
         let field = lines[i..].iter().find(|l| !l.starts_with("#[") && !l.starts_with("//"));
         if let Some(field) = field {
-            let name = field.trim_start_matches("pub ").split(':').next().unwrap_or_default().trim();
-            if !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            let name =
+                field.trim_start_matches("pub ").split(':').next().unwrap_or_default().trim();
+            if !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
                 flags.insert(format!("--{}", name.replace('_', "-")));
             }
         }
@@ -135,7 +155,11 @@ fn workspace_binaries() -> Result<Vec<(String, String, PathBuf)>> {
         for target in package["targets"].as_array().context("targets")? {
             if target["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bin")) {
                 let src = manifest.parent().map(|p| p.join("src")).unwrap_or_default();
-                binaries.push((package_name.to_owned(), target["name"].as_str().unwrap_or_default().to_owned(), src));
+                binaries.push((
+                    package_name.to_owned(),
+                    target["name"].as_str().unwrap_or_default().to_owned(),
+                    src,
+                ));
             }
         }
     }
@@ -159,30 +183,61 @@ fn dockerfiles_name_binaries_flags_and_ports_that_exist() -> Result<()> {
         }
         let name = path.display().to_string();
         let file = parse(&std::fs::read_to_string(&path)?)?;
-        let Some((_, _, src)) = binaries.iter().find(|(p, b, _)| *p == file.package && *b == file.binary) else {
-            bail!("{name}: `cargo build -p {} --bin {}` names no binary of the workspace", file.package, file.binary);
+        let Some((_, _, src)) =
+            binaries.iter().find(|(p, b, _)| *p == file.package && *b == file.binary)
+        else {
+            bail!(
+                "{name}: `cargo build -p {} --bin {}` names no binary of the workspace",
+                file.package,
+                file.binary
+            );
         };
-        ensure!(file.copied_to.ends_with(&format!("/{}", file.binary)), "{name}: copies the binary to {}", file.copied_to);
-        ensure!(file.entrypoint == [file.copied_to.clone()], "{name}: ENTRYPOINT {:?} is not {}", file.entrypoint, file.copied_to);
+        ensure!(
+            file.copied_to.ends_with(&format!("/{}", file.binary)),
+            "{name}: copies the binary to {}",
+            file.copied_to
+        );
+        ensure!(
+            file.entrypoint == [file.copied_to.clone()],
+            "{name}: ENTRYPOINT {:?} is not {}",
+            file.entrypoint,
+            file.copied_to
+        );
         let flags = clap_flags(src)?;
         let mut listening = BTreeSet::new();
         for (i, arg) in file.cmd.iter().enumerate() {
             if let Some(flag) = arg.strip_prefix("--") {
                 let flag = format!("--{}", flag.split('=').next().unwrap_or_default());
-                ensure!(flags.contains(&flag), "{name}: {} has no flag {flag} (it has {flags:?})", file.binary);
+                ensure!(
+                    flags.contains(&flag),
+                    "{name}: {} has no flag {flag} (it has {flags:?})",
+                    file.binary
+                );
                 if flag.ends_with("listen") {
                     let value = file.cmd.get(i + 1).context("a listen flag without value")?;
-                    listening.insert(port_of(value).with_context(|| format!("{name}: {flag} {value}"))?);
+                    listening
+                        .insert(port_of(value).with_context(|| format!("{name}: {flag} {value}"))?);
                 }
             }
         }
-        ensure!(file.exposed == listening, "{name}: EXPOSE {:?} but the command listens on {listening:?}", file.exposed);
+        ensure!(
+            file.exposed == listening,
+            "{name}: EXPOSE {:?} but the command listens on {listening:?}",
+            file.exposed
+        );
         let uid = file.user.split(':').next().unwrap_or_default();
-        ensure!(uid.parse::<u32>().is_ok_and(|uid| uid != 0), "{name}: USER {:?} is not a numeric non-root user", file.user);
+        ensure!(
+            uid.parse::<u32>().is_ok_and(|uid| uid != 0),
+            "{name}: USER {:?} is not a numeric non-root user",
+            file.user
+        );
         checked.push(file.binary);
     }
     checked.sort();
-    ensure!(checked == ["modelrollout-mockllm", "modelrollout-proxy"], "checked Dockerfiles of {checked:?}");
+    ensure!(
+        checked == ["modelrollout-mockllm", "modelrollout-proxy"],
+        "checked Dockerfiles of {checked:?}"
+    );
     Ok(())
 }
 

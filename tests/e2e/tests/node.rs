@@ -90,7 +90,14 @@ fn deploy_mockllm(namespace: &TestNamespace<'_>) -> Result<String> {
         })],
     )?;
     namespace.kubectl_ok(["rollout", "status", "deployment/mockllm", "--timeout=180s"])?;
-    let ip = namespace.kubectl_ok(["get", "pods", "-l", "app=mockllm", "-o", "jsonpath={.items[0].status.podIP}"])?;
+    let ip = namespace.kubectl_ok([
+        "get",
+        "pods",
+        "-l",
+        "app=mockllm",
+        "-o",
+        "jsonpath={.items[0].status.podIP}",
+    ])?;
     ensure!(ip.starts_with("10.244.0."), "mockllm pod IP {ip:?} is not on the node's pod subnet");
     Ok(ip)
 }
@@ -129,7 +136,10 @@ fn logged_weights(namespace: &TestNamespace<'_>, container: &str) -> Result<Stri
 fn proxy_sidecars_follow_the_configmap_through_kubelet_and_the_api() -> Result<()> {
     let cluster = cluster()?;
     if let Some(took) = cluster.node_startup_time() {
-        eprintln!("[node e2e] node Ready and untainted {:.1}s after the servers started", took.as_secs_f64());
+        eprintln!(
+            "[node e2e] node Ready and untainted {:.1}s after the servers started",
+            took.as_secs_f64()
+        );
     }
     let namespace = cluster.namespace()?;
     let ns = namespace.name().to_owned();
@@ -199,14 +209,18 @@ fn proxy_sidecars_follow_the_configmap_through_kubelet_and_the_api() -> Result<(
     let mut seen = [None, None];
     eventually("the 50 % split in both proxies' logs", || {
         for (slot, container) in seen.iter_mut().zip(["proxy-api", "proxy-volume"]) {
-            if slot.is_none() && logged_weights(&namespace, container)?.contains("canary weight 50%") {
+            if slot.is_none()
+                && logged_weights(&namespace, container)?.contains("canary weight 50%")
+            {
                 *slot = Some(patched.elapsed());
             }
         }
         Ok(seen.iter().all(Option::is_some).then_some(()))
     })?;
     let [api, volume] = seen.map(|s| s.unwrap_or_default().as_secs_f64());
-    eprintln!("[node e2e] patch seen through the API watch after {api:.1}s, through kubelet's volume update after {volume:.1}s");
+    eprintln!(
+        "[node e2e] patch seen through the API watch after {api:.1}s, through kubelet's volume update after {volume:.1}s"
+    );
 
     // The token is confined to its ConfigMap.
     let subject = format!("--as=system:serviceaccount:{ns}:router");
@@ -214,8 +228,14 @@ fn proxy_sidecars_follow_the_configmap_through_kubelet_and_the_api() -> Result<(
         let output = namespace.kubectl(["auth", "can-i", verb, what, subject.as_str()])?;
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     };
-    ensure!(allowed("watch", &format!("configmap/{ROUTER}"))? == "yes", "the Role does not allow watching {ROUTER}");
-    ensure!(allowed("get", "configmap/unrelated")? == "no", "the router token can read other ConfigMaps");
+    ensure!(
+        allowed("watch", &format!("configmap/{ROUTER}"))? == "yes",
+        "the Role does not allow watching {ROUTER}"
+    );
+    ensure!(
+        allowed("get", "configmap/unrelated")? == "no",
+        "the router token can read other ConfigMaps"
+    );
     ensure!(allowed("list", "secrets")? == "no", "the router token can list Secrets");
     Ok(())
 }
@@ -225,10 +245,16 @@ fn proxy_sidecars_follow_the_configmap_through_kubelet_and_the_api() -> Result<(
 #[test]
 fn node_addresses_exist_only_inside_its_namespace() -> Result<()> {
     cluster()?;
-    let routes = std::process::Command::new("ip").args(["-4", "route", "get", "10.244.0.1"]).output().context("running ip")?;
+    let routes = std::process::Command::new("ip")
+        .args(["-4", "route", "get", "10.244.0.1"])
+        .output()
+        .context("running ip")?;
     let text = String::from_utf8_lossy(&routes.stdout);
     ensure!(!text.contains("dev cni0"), "the host routes the pod subnet to a bridge: {text}");
-    let addresses = std::process::Command::new("ip").args(["-4", "-o", "addr"]).output().context("running ip")?;
+    let addresses = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr"])
+        .output()
+        .context("running ip")?;
     let text = String::from_utf8_lossy(&addresses.stdout);
     for address in ["10.244.0.1/", "10.0.0.1/"] {
         ensure!(!text.contains(address), "the host has node address {address}: {text}");

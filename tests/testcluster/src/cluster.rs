@@ -92,7 +92,10 @@ impl TestCluster {
         SHARED_WITH_NODE
             .get_or_init(|| {
                 log!("starting the shared cluster with a node");
-                TestCluster::start_with_node(ControlPlaneBinaries::locate()?, NodeOptions::locate()?)
+                TestCluster::start_with_node(
+                    ControlPlaneBinaries::locate()?,
+                    NodeOptions::locate()?,
+                )
             })
             .as_ref()
     }
@@ -631,8 +634,8 @@ mod tests {
     #[test]
     fn apiserver_flags_follow_envtest() {
         let pki = PkiFiles::in_dir(Path::new("/c/pki"));
-        let args =
-            apiserver_args(&pki, Path::new("/c/pki"), "http://127.0.0.1:1", 2, false).expect("args");
+        let args = apiserver_args(&pki, Path::new("/c/pki"), "http://127.0.0.1:1", 2, false)
+            .expect("args");
         for expected in [
             "--etcd-servers=http://127.0.0.1:1",
             "--secure-port=2",

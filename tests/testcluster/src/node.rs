@@ -99,7 +99,8 @@ impl NodeBinaries {
     /// Checks that `dir` holds the three executables.
     pub fn from_dir(dir: impl Into<PathBuf>) -> Result<Self> {
         let binaries = Self { dir: dir.into() };
-        for program in [binaries.kubelet(), binaries.kube_controller_manager(), binaries.kube_scheduler()]
+        for program in
+            [binaries.kubelet(), binaries.kube_controller_manager(), binaries.kube_scheduler()]
         {
             if !is_executable(&program) {
                 return Err(Error::MissingNodeBinary { path: program });
@@ -208,7 +209,17 @@ pub(crate) fn prepare(
 ) -> Result<NodeLayout> {
     let layout = NodeLayout::new(cluster_dir);
     let tarballs = options.image_tarballs()?;
-    for sub in ["containerd", "cni/conf", "cni/ipam", "kubelet", "pod-logs", "sysctl", "host/run", "host/var/lib", "host/var/log"] {
+    for sub in [
+        "containerd",
+        "cni/conf",
+        "cni/ipam",
+        "kubelet",
+        "pod-logs",
+        "sysctl",
+        "host/run",
+        "host/var/lib",
+        "host/var/log",
+    ] {
         let path = layout.dir.join(sub);
         std::fs::create_dir_all(&path).context("creating", &path)?;
     }
@@ -516,7 +527,8 @@ pub(crate) fn wait_until_ready(
     kubectl: &dyn Fn(&[&str]) -> Result<std::process::Output>,
     started: Instant,
 ) -> Result<Duration> {
-    let node_pid = crate::supervisor::wait_for_pid(cluster_dir, Server::Node, Duration::from_secs(30));
+    let node_pid =
+        crate::supervisor::wait_for_pid(cluster_dir, Server::Node, Duration::from_secs(30));
     let not_ready = |why: String| Error::NodeNotReady {
         why,
         tail: ["containerd.log", "kubelet.log", "node.log"]
@@ -530,7 +542,11 @@ pub(crate) fn wait_until_ready(
     };
     loop {
         for server in [Server::Node, Server::KubeControllerManager, Server::KubeScheduler] {
-            let pid = if server == Server::Node { Some(node_pid) } else { read_pid(&server.pid_file(cluster_dir)) };
+            let pid = if server == Server::Node {
+                Some(node_pid)
+            } else {
+                read_pid(&server.pid_file(cluster_dir))
+            };
             if pid.is_some_and(|pid| !process_alive(pid)) {
                 return Err(not_ready(format!("{} exited", server.name())));
             }

@@ -30,14 +30,20 @@ fn node_pids(cgroup: &str) -> Vec<u32> {
 
 /// The host's interface names.
 fn host_links() -> Result<Vec<String>> {
-    let output = std::process::Command::new("ip").args(["-o", "link"]).output().context("running ip")?;
+    let output =
+        std::process::Command::new("ip").args(["-o", "link"]).output().context("running ip")?;
     let text = String::from_utf8_lossy(&output.stdout);
-    Ok(text.lines().filter_map(|l| l.split(": ").nth(1)).map(|n| n.split('@').next().unwrap_or(n).to_owned()).collect())
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .collect())
 }
 
 /// Mount points under `dir` in the mount table at `mountinfo`.
 fn mounts_under(mountinfo: &str, dir: &Path) -> Result<usize> {
-    let text = std::fs::read_to_string(mountinfo).with_context(|| format!("reading {mountinfo}"))?;
+    let text =
+        std::fs::read_to_string(mountinfo).with_context(|| format!("reading {mountinfo}"))?;
     let dir = dir.to_string_lossy();
     Ok(text.lines().filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&*dir))).count())
 }
@@ -45,13 +51,19 @@ fn mounts_under(mountinfo: &str, dir: &Path) -> Result<usize> {
 #[test]
 fn node_runs_a_pod_and_leaves_nothing_behind() -> Result<()> {
     let links_before = host_links()?;
-    let cluster = TestCluster::start_with_node(ControlPlaneBinaries::locate()?, NodeOptions::locate()?)?;
+    let cluster =
+        TestCluster::start_with_node(ControlPlaneBinaries::locate()?, NodeOptions::locate()?)?;
     let took = cluster.node_startup_time().context("a node start time")?;
     eprintln!("[node] Ready and untainted {:.1}s after the servers started", took.as_secs_f64());
     let dir = cluster.dir().to_path_buf();
     let cgroup = cluster.node_cgroup().context("a node cgroup")?.to_owned();
 
-    let nodes = cluster.kubectl_ok(["get", "nodes", "-o", "jsonpath={.items[*].metadata.name} {.items[*].status.nodeInfo.kubeletVersion}"])?;
+    let nodes = cluster.kubectl_ok([
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[*].metadata.name} {.items[*].status.nodeInfo.kubeletVersion}",
+    ])?;
     ensure!(nodes == format!("{NODE_NAME} v1.36.3"), "nodes: {nodes}");
     let pod = format!(
         r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"sleeper","namespace":"default"}},
@@ -71,11 +83,20 @@ fn node_runs_a_pod_and_leaves_nothing_behind() -> Result<()> {
     ensure!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let message = cluster.kubectl_ok(["get", "pod", "puller", "-o", "jsonpath={.status.containerStatuses[0].state.waiting.message}"])?;
+        let message = cluster.kubectl_ok([
+            "get",
+            "pod",
+            "puller",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.waiting.message}",
+        ])?;
         if message.contains("proxyconnect tcp: dial tcp 127.0.0.1:9") {
             break;
         }
-        ensure!(Instant::now() < deadline, "the pull did not fail on the loopback proxy; last: {message:?}");
+        ensure!(
+            Instant::now() < deadline,
+            "the pull did not fail on the loopback proxy; last: {message:?}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 
@@ -88,9 +109,15 @@ fn node_runs_a_pod_and_leaves_nothing_behind() -> Result<()> {
         .max()
         .unwrap_or(0);
     ensure!(inside > 0, "no mount under {} inside the node's namespace", dir.display());
-    ensure!(mounts_under("/proc/self/mountinfo", &dir)? == 0, "the node's mounts leaked to the host");
+    ensure!(
+        mounts_under("/proc/self/mountinfo", &dir)? == 0,
+        "the node's mounts leaked to the host"
+    );
     let links_running = host_links()?;
-    ensure!(links_running == links_before, "the host got interfaces {links_running:?} (before: {links_before:?})");
+    ensure!(
+        links_running == links_before,
+        "the host got interfaces {links_running:?} (before: {links_before:?})"
+    );
 
     let stopping = Instant::now();
     cluster.stop()?;
@@ -102,7 +129,11 @@ fn node_runs_a_pod_and_leaves_nothing_behind() -> Result<()> {
         ensure!(!leftover.exists(), "{} is left behind", leftover.display());
     }
     ensure!(!dir.exists(), "{} is left behind", dir.display());
-    ensure!(mounts_under("/proc/self/mountinfo", &dir)? == 0, "mounts under {} are left behind", dir.display());
+    ensure!(
+        mounts_under("/proc/self/mountinfo", &dir)? == 0,
+        "mounts under {} are left behind",
+        dir.display()
+    );
     // Network namespaces are freed by the kernel shortly after their last process.
     let deadline = Instant::now() + Duration::from_secs(30);
     while host_links()? != links_before {
