@@ -172,11 +172,17 @@ fn proxy_sidecars_follow_the_configmap_through_kubelet_and_the_api() -> Result<(
                     proxy_sidecar("proxy-volume", 8080, 9901, &["--routing-dir", "/etc/modelrollout/routing"],
                         json!([{"name": "routing", "mountPath": "/etc/modelrollout/routing", "readOnly": true}])),
                     proxy_sidecar("proxy-api", 8090, 9902, &["--configmap", &configmap_arg], json!([])),
+                    // Runs once the sidecars are started; the pod goes on only if it exits 0.
+                    {
+                        "name": "client", "image": image("mockllm-probe"), "imagePullPolicy": "Never",
+                        "args": ["--url", "http://127.0.0.1:8080/v1/chat/completions", "--model", "chat-default",
+                                 "stream", "--requests", "20", "--warmup", "0"],
+                        "securityContext": hardened(),
+                    },
                 ],
+                // The app this pod stands for; it keeps the sidecars running.
                 "containers": [{
-                    "name": "client", "image": image("mockllm-probe"), "imagePullPolicy": "Never",
-                    "args": ["--url", "http://127.0.0.1:8080/v1/chat/completions", "--model", "chat-default",
-                             "stream", "--requests", "20", "--warmup", "0"],
+                    "name": "app", "image": image("pause"), "imagePullPolicy": "Never",
                     "securityContext": hardened(),
                 }],
                 "volumes": [{"name": "routing", "configMap": {"name": ROUTER}}],
@@ -185,10 +191,11 @@ fn proxy_sidecars_follow_the_configmap_through_kubelet_and_the_api() -> Result<(
     )?;
 
     // The client streams through the volume-fed proxy to mockllm's pod IP, and exits 0.
+    // (restartPolicy Never: a failing client fails the pod instead of retrying.)
     let exit_code = eventually("the client container's exit", || {
         let code = namespace.kubectl_ok([
             "get", "pod", "client", "-o",
-            r#"jsonpath={.status.containerStatuses[?(@.name=="client")].state.terminated.exitCode}"#,
+            r#"jsonpath={.status.initContainerStatuses[?(@.name=="client")].state.terminated.exitCode}"#,
         ])?;
         Ok((!code.is_empty()).then_some(code))
     })?;
