@@ -64,7 +64,7 @@ control-plane: ## build the pinned etcd, kube-apiserver, kubectl, helm, kubelet,
 	@$(NODE_BUILD) >/dev/null
 
 .PHONY: images
-images: ## OCI image tarballs of $(IMAGES) and the pause image in .cache/images (imported into a running node-up cluster)
+images: ## OCI image tarballs of the IMAGES binaries and the pause image in .cache/images (imported into a running node-up cluster)
 	@mkdir -p $(IMAGE_DIR)
 	$(CARGO) build --profile $(IMAGE_PROFILE) $(addprefix --bin ,$(IMAGES))
 	cc -static -Os -o $(IMAGE_DIR)/pause tests/imagebuild/pause.c
