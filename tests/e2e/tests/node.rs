@@ -127,7 +127,7 @@ fn proxy_sidecar(
     })
 }
 
-/// The weight a proxy container last logged for the rollout, from `kubectl logs`.
+/// What a proxy container has logged so far, through `kubectl logs` (API server → kubelet).
 fn logged_weights(namespace: &TestNamespace<'_>, container: &str) -> Result<String> {
     namespace.kubectl_ok(["logs", "client", "-c", container]).map_err(Into::into)
 }
