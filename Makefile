@@ -6,6 +6,16 @@ SHELL := bash
 CARGO ?= cargo
 # Where `make control-plane` leaves etcd, kube-apiserver, kubectl and helm (printed by the build).
 CONTROL_PLANE_BUILD := tests/control-plane/build.sh
+# Where it leaves kubelet, kube-controller-manager and kube-scheduler (a cache of their own).
+NODE_BUILD := tests/control-plane/build-node.sh
+# Binaries `make images` turns into images, one word each; the node imports every tarball.
+IMAGES ?= modelrollout-proxy modelrollout-mockllm mockllm-probe
+IMAGE_DIR := .cache/images
+# Cargo profile of the imaged binaries (`make images IMAGE_PROFILE=dev` reuses the test build).
+IMAGE_PROFILE ?= release
+IMAGE_BIN_DIR := target/$(if $(filter dev,$(IMAGE_PROFILE)),debug,$(IMAGE_PROFILE))
+# `make cluster-up NODE=1` also runs a node (containerd, kubelet, scheduler, controller-manager).
+NODE ?=
 # Python tools the tests drive (the official `openai` client) live in a virtualenv of our own.
 VENV := .cache/venv
 
@@ -18,8 +28,10 @@ build: ## build every binary (release)
 	$(CARGO) build --release --workspace --bins
 
 .PHONY: test
-test: deps lint crd-check control-plane ## everything CI checks: format, clippy, CRD drift, unit, component and end-to-end tests
+test: deps lint crd-check control-plane images ## everything CI checks: format, clippy, CRD drift, unit, component and end-to-end tests
 	MODELROLLOUT_CONTROL_PLANE="$$($(CONTROL_PLANE_BUILD))" \
+	MODELROLLOUT_NODE_BINARIES="$$($(NODE_BUILD))" \
+	MODELROLLOUT_IMAGES="$(CURDIR)/$(IMAGE_DIR)" \
 	MODELROLLOUT_PYTHON="$(CURDIR)/$(VENV)/bin/python" \
 	$(CARGO) test --workspace --all-targets -- --test-threads=4
 
@@ -47,13 +59,32 @@ crd-check: ## fail when crds/ differs from what the code generates
 	  { echo "crds/modelrollout.yaml is out of date with the code: run 'make crds' and commit it"; exit 1; }
 
 .PHONY: control-plane
-control-plane: ## build the pinned etcd, kube-apiserver, kubectl and helm (cached)
+control-plane: ## build the pinned etcd, kube-apiserver, kubectl, helm, kubelet, kube-controller-manager, kube-scheduler (cached)
 	@$(CONTROL_PLANE_BUILD) >/dev/null
+	@$(NODE_BUILD) >/dev/null
+
+.PHONY: images
+images: ## OCI image tarballs of the IMAGES binaries and the pause image in .cache/images (imported into a running node-up cluster)
+	@mkdir -p $(IMAGE_DIR)
+	$(CARGO) build --profile $(IMAGE_PROFILE) $(addprefix --bin ,$(IMAGES))
+	cc -static -Os -o $(IMAGE_DIR)/pause tests/imagebuild/pause.c
+	python3 tests/imagebuild/imagebuild.py --binary $(IMAGE_DIR)/pause --name modelrollout.local/pause:dev --user 65535 --out $(IMAGE_DIR)/pause.tar
+	@for bin in $(IMAGES); do \
+	  python3 tests/imagebuild/imagebuild.py --binary $(IMAGE_BIN_DIR)/$$bin --name modelrollout.local/$$bin:dev --out $(IMAGE_DIR)/$$bin.tar; \
+	done
+	@if [ -S .cache/cluster/node/containerd.sock ]; then \
+	  $(CARGO) run --quiet -p modelrollout-testcluster --bin testcluster -- load-images --dir .cache/cluster $(IMAGE_DIR)/*.tar; \
+	fi
 
 .PHONY: cluster-up
-cluster-up: control-plane ## start a local control plane for hands-on use; prints the KUBECONFIG line
+cluster-up: control-plane $(if $(NODE),images) ## start a local control plane for hands-on use (NODE=1: with a node); prints the KUBECONFIG line
+	MODELROLLOUT_NODE_BINARIES="$$($(NODE_BUILD) 2>/dev/null)" MODELROLLOUT_IMAGES="$(CURDIR)/$(IMAGE_DIR)" \
 	$(CARGO) run --quiet -p modelrollout-testcluster --bin testcluster -- up \
-	  --binaries "$$($(CONTROL_PLANE_BUILD) 2>/dev/null)" --dir .cache/cluster
+	  --binaries "$$($(CONTROL_PLANE_BUILD) 2>/dev/null)" --dir .cache/cluster $(if $(NODE),--node)
+
+.PHONY: node-up
+node-up: ## the same as `make cluster-up NODE=1`
+	$(MAKE) cluster-up NODE=1
 
 .PHONY: cluster-down
 cluster-down: ## stop the local control plane started by cluster-up
@@ -76,3 +107,6 @@ deps: ## install what the tests need on a fresh machine (Debian packages incl. p
 	@# the analysis tests start their own Prometheus: Debian's service is stopped and disabled
 	@[ -x /usr/bin/prometheus ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
 	  && { systemctl disable --now prometheus || service prometheus stop; } >/dev/null 2>&1 || true; }
+	@# the node beside the local control plane: container runtime, CNI plugins, the forwarders
+	@command -v containerd >/dev/null && command -v runc >/dev/null && [ -x /usr/lib/cni/bridge ] && command -v socat >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc containernetworking-plugins socat; }

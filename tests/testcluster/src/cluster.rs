@@ -11,6 +11,7 @@ use crate::binaries::ControlPlaneBinaries;
 use crate::kubeconfig::admin_kubeconfig;
 use crate::log::log;
 use crate::namespace::TestNamespace;
+use crate::node::{self, NodeOptions};
 use crate::pki::{Pki, PkiFiles};
 use crate::supervisor::{
     Lifetime, Server, Supervisor, free_loopback_ports, log_tail, process_alive, write_launch_script,
@@ -57,9 +58,15 @@ pub(crate) struct Endpoints {
     pub server_version: String,
     /// From spawning the servers to `/readyz` = ok.
     pub startup: Duration,
+    /// With a node: from spawning the servers to the node Ready, untainted, with the
+    /// `default` ServiceAccount.
+    pub node_startup: Option<Duration>,
+    /// With a node: the cgroup (in every v1 hierarchy) that holds all of its processes.
+    pub node_cgroup: Option<String>,
 }
 
 static SHARED: OnceLock<Result<TestCluster>> = OnceLock::new();
+static SHARED_WITH_NODE: OnceLock<Result<TestCluster>> = OnceLock::new();
 
 impl TestCluster {
     /// The cluster shared by every test of this test binary, started on first use.
@@ -79,6 +86,40 @@ impl TestCluster {
             .as_ref()
     }
 
+    /// The cluster with a node (see [`TestCluster::start_with_node`]) shared by every test of
+    /// this test binary, started on first use and torn down when the process exits.
+    pub fn shared_with_node() -> Result<&'static TestCluster, &'static Error> {
+        SHARED_WITH_NODE
+            .get_or_init(|| {
+                log!("starting the shared cluster with a node");
+                TestCluster::start_with_node(
+                    ControlPlaneBinaries::locate()?,
+                    NodeOptions::locate()?,
+                )
+            })
+            .as_ref()
+    }
+
+    /// Starts a cluster owned by the caller with a node beside it: containerd, kubelet,
+    /// kube-controller-manager and kube-scheduler in namespaces of their own, the images of
+    /// `options.images` imported. Returns once the node is Ready and untainted.
+    pub fn start_with_node(binaries: ControlPlaneBinaries, options: NodeOptions) -> Result<Self> {
+        let (endpoints, supervisor) =
+            launch(&binaries, &ClusterDir::Temporary, Lifetime::Owned, Some(&options))?;
+        Ok(Self { endpoints, binaries, supervisor: Some(supervisor) })
+    }
+
+    /// With a node: the cgroup, in every v1 hierarchy under `/sys/fs/cgroup`, holding every
+    /// process of the node (kubelet, containerd, shims, pods).
+    pub fn node_cgroup(&self) -> Option<&str> {
+        self.endpoints.node_cgroup.as_deref()
+    }
+
+    /// With a node: how long it took from spawning the servers to a Ready, untainted node.
+    pub fn node_startup_time(&self) -> Option<Duration> {
+        self.endpoints.node_startup
+    }
+
     /// Starts a cluster owned by the caller: dropping it stops both servers and removes its
     /// directory. Binaries come from [`ControlPlaneBinaries::locate`].
     pub fn start() -> Result<Self> {
@@ -87,7 +128,8 @@ impl TestCluster {
 
     /// Starts a cluster owned by the caller with the given binaries.
     pub fn start_with(binaries: ControlPlaneBinaries) -> Result<Self> {
-        let (endpoints, supervisor) = launch(&binaries, &ClusterDir::Temporary, Lifetime::Owned)?;
+        let (endpoints, supervisor) =
+            launch(&binaries, &ClusterDir::Temporary, Lifetime::Owned, None)?;
         Ok(Self { endpoints, binaries, supervisor: Some(supervisor) })
     }
 
@@ -289,11 +331,16 @@ pub(crate) fn launch(
     binaries: &ControlPlaneBinaries,
     dir: &ClusterDir,
     lifetime: Lifetime,
+    node: Option<&NodeOptions>,
 ) -> Result<(Endpoints, Supervisor)> {
+    if let Some(options) = node {
+        // Before any folder exists: a missing pause image is the likeliest mistake.
+        options.image_tarballs()?;
+    }
     let mut attempt = 1;
     loop {
         let cluster_dir = dir.create()?;
-        match launch_once(binaries, &cluster_dir, lifetime) {
+        match launch_once(binaries, &cluster_dir, lifetime, node) {
             Ok(started) => return Ok(started),
             Err(LaunchError::PortTaken(err)) if attempt < START_ATTEMPTS => {
                 log!(
@@ -324,14 +371,15 @@ fn launch_once(
     binaries: &ControlPlaneBinaries,
     dir: &Path,
     lifetime: Lifetime,
+    node: Option<&NodeOptions>,
 ) -> Result<(Endpoints, Supervisor), LaunchError> {
     let pki_dir = dir.join("pki");
     std::fs::create_dir(&pki_dir).context("creating", &pki_dir)?;
     let pki = PkiFiles::in_dir(&pki_dir);
     Pki::generate()?.write(&pki)?;
 
-    let ports = free_loopback_ports(3)?;
-    let (etcd_client, etcd_peer, secure) = (ports[0], ports[1], ports[2]);
+    let ports = free_loopback_ports(4)?;
+    let (etcd_client, etcd_peer, secure, kubelet) = (ports[0], ports[1], ports[2], ports[3]);
     let etcd_url = format!("http://127.0.0.1:{etcd_client}");
     let server = format!("https://127.0.0.1:{secure}");
 
@@ -345,11 +393,15 @@ fn launch_once(
         dir,
         Server::KubeApiserver,
         &binaries.kube_apiserver(),
-        &apiserver_args(&pki, &pki_dir, &etcd_url, secure)?,
+        &apiserver_args(&pki, &pki_dir, &etcd_url, secure, node.is_some())?,
     )?;
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, admin_kubeconfig(&server, &pki)?)
         .context("writing", &kubeconfig)?;
+    let node_cgroup = match node {
+        Some(options) => Some(node::prepare(dir, options, &pki, secure, kubelet)?.cgroup),
+        None => None,
+    };
 
     log!(
         "starting etcd ({etcd_url}) and kube-apiserver ({server}) from {} in {}",
@@ -358,9 +410,27 @@ fn launch_once(
     );
     let started = Instant::now();
     let supervisor = Supervisor::spawn(dir, lifetime)?;
-    match wait_until_ready(binaries, dir, &server, &kubeconfig, started) {
-        Ok((etcd_pid, apiserver_pid, server_version)) => {
+    let ready = wait_until_ready(binaries, dir, &server, &kubeconfig, started).and_then(
+        |(etcd_pid, apiserver_pid, server_version)| {
             let startup = started.elapsed();
+            let node_startup = match node {
+                Some(_) => {
+                    let kubectl = |args: &[&str]| kubectl_at(binaries, dir, &kubeconfig, args);
+                    let took = node::wait_until_ready(dir, &kubectl, started)?;
+                    log!(
+                        "node {} Ready and untainted after {:.1}s",
+                        node::NODE_NAME,
+                        took.as_secs_f64()
+                    );
+                    Some(took)
+                }
+                None => None,
+            };
+            Ok((etcd_pid, apiserver_pid, server_version, startup, node_startup))
+        },
+    );
+    match ready {
+        Ok((etcd_pid, apiserver_pid, server_version, startup, node_startup)) => {
             log!(
                 "ready after {:.1}s: {server} ({server_version}; etcd pid {etcd_pid}, kube-apiserver pid {apiserver_pid})",
                 startup.as_secs_f64()
@@ -374,6 +444,8 @@ fn launch_once(
                     apiserver_pid,
                     server_version,
                     startup,
+                    node_startup,
+                    node_cgroup,
                 },
                 supervisor,
             ))
@@ -413,16 +485,7 @@ fn wait_until_ready(
         .ok_or_else(|| exited(Server::Etcd))?;
     let apiserver_pid = crate::supervisor::wait_for_pid(dir, Server::KubeApiserver, pid_timeout)
         .ok_or_else(|| exited(Server::KubeApiserver))?;
-    let kubectl = |args: &[&str]| {
-        let mut command = Command::new(binaries.kubectl());
-        command
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(args)
-            .env("KUBECACHEDIR", dir.join("kube-cache"))
-            .stdin(Stdio::null());
-        run(command, None)
-    };
+    let kubectl = |args: &[&str]| kubectl_at(binaries, dir, kubeconfig, args);
     loop {
         for (which, pid) in [(Server::Etcd, etcd_pid), (Server::KubeApiserver, apiserver_pid)] {
             if !process_alive(pid) {
@@ -451,6 +514,23 @@ fn wait_until_ready(
     Ok((etcd_pid, apiserver_pid, server_version))
 }
 
+/// Runs the pinned kubectl against the cluster being started.
+fn kubectl_at(
+    binaries: &ControlPlaneBinaries,
+    dir: &Path,
+    kubeconfig: &Path,
+    args: &[&str],
+) -> Result<Output> {
+    let mut command = Command::new(binaries.kubectl());
+    command
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env("KUBECACHEDIR", dir.join("kube-cache"))
+        .stdin(Stdio::null());
+    run(command, None)
+}
+
 /// etcd flags: loopback only, data in the cluster directory, no fsync (test data is disposable).
 fn etcd_args(data_dir: &Path, client_url: &str, peer_port: u16) -> Result<Vec<String>> {
     let peer_url = format!("http://127.0.0.1:{peer_port}");
@@ -473,8 +553,9 @@ fn apiserver_args(
     cert_dir: &Path,
     etcd_url: &str,
     secure_port: u16,
+    with_node: bool,
 ) -> Result<Vec<String>> {
-    Ok(vec![
+    let mut args = vec![
         format!("--etcd-servers={etcd_url}"),
         format!("--secure-port={secure_port}"),
         "--bind-address=127.0.0.1".to_owned(),
@@ -486,8 +567,6 @@ fn apiserver_args(
         format!("--client-ca-file={}", utf8(&pki.ca_cert)?),
         format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
         "--authorization-mode=RBAC".to_owned(),
-        // No controller-manager creates default ServiceAccounts here (as in envtest).
-        "--disable-admission-plugins=ServiceAccount".to_owned(),
         "--allow-privileged=true".to_owned(),
         format!("--service-account-issuer=https://127.0.0.1:{secure_port}"),
         format!("--service-account-key-file={}", utf8(&pki.service_account_pub)?),
@@ -495,7 +574,21 @@ fn apiserver_args(
         // Endpoints may not hold loopback addresses, so the default reconciler of the
         // `kubernetes` Service would fail every 10 s; nothing here routes through it.
         "--endpoint-reconciler-type=none".to_owned(),
-    ])
+    ];
+    if with_node {
+        // Pods get their ServiceAccount token and kube-root-ca.crt; kube-controller-manager
+        // creates the default ServiceAccounts. `logs` and `exec` reach the kubelet by its
+        // hostname (`localhost`), where a forwarder into the node's namespace listens.
+        args.extend([
+            format!("--kubelet-client-certificate={}", utf8(&pki.admin_cert)?),
+            format!("--kubelet-client-key={}", utf8(&pki.admin_key)?),
+            "--kubelet-preferred-address-types=Hostname".to_owned(),
+        ]);
+    } else {
+        // No controller-manager creates default ServiceAccounts here (as in envtest).
+        args.push("--disable-admission-plugins=ServiceAccount".to_owned());
+    }
+    Ok(args)
 }
 
 /// Runs a prepared command to completion, feeding `input` on stdin when given.
@@ -541,8 +634,8 @@ mod tests {
     #[test]
     fn apiserver_flags_follow_envtest() {
         let pki = PkiFiles::in_dir(Path::new("/c/pki"));
-        let args =
-            apiserver_args(&pki, Path::new("/c/pki"), "http://127.0.0.1:1", 2).expect("args");
+        let args = apiserver_args(&pki, Path::new("/c/pki"), "http://127.0.0.1:1", 2, false)
+            .expect("args");
         for expected in [
             "--etcd-servers=http://127.0.0.1:1",
             "--secure-port=2",

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::binaries::ControlPlaneBinaries;
 use crate::cluster::{ClusterDir, STOP_GRACE, launch};
 use crate::log::log;
+use crate::node::NodeOptions;
 use crate::supervisor::{Lifetime, kill_servers, process_alive, remove_dir, send_signal};
 use crate::{Error, IoContext, Result};
 
@@ -45,7 +46,11 @@ impl DetachedCluster {
 
 /// Starts a cluster in `dir` that keeps running after this process exits, or returns the one
 /// already running there. Refuses a non-empty `dir` that is not a cluster directory.
-pub fn start_detached(binaries: &ControlPlaneBinaries, dir: &Path) -> Result<DetachedCluster> {
+pub fn start_detached(
+    binaries: &ControlPlaneBinaries,
+    dir: &Path,
+    node: Option<&NodeOptions>,
+) -> Result<DetachedCluster> {
     if let Some(existing) = read_state(dir)? {
         if existing.is_running() {
             log!("a cluster is already running in {}", dir.display());
@@ -57,7 +62,7 @@ pub fn start_detached(binaries: &ControlPlaneBinaries, dir: &Path) -> Result<Det
         return Err(Error::ForeignDirectory { path: dir.to_path_buf() });
     }
     let (endpoints, supervisor) =
-        launch(binaries, &ClusterDir::At(dir.to_path_buf()), Lifetime::Detached)?;
+        launch(binaries, &ClusterDir::At(dir.to_path_buf()), Lifetime::Detached, node)?;
     let state = DetachedCluster {
         dir: endpoints.dir.clone(),
         kubeconfig: endpoints.kubeconfig.clone(),
@@ -145,7 +150,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("notes.txt"), "mine").expect("write");
         let binaries = ControlPlaneBinaries::unchecked(dir.path());
-        match start_detached(&binaries, dir.path()) {
+        match start_detached(&binaries, dir.path(), None) {
             Err(Error::ForeignDirectory { path }) => assert_eq!(path, dir.path()),
             other => panic!("expected ForeignDirectory, got {other:?}"),
         }

@@ -14,6 +14,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! [`TestCluster::start_with_node`] (or [`TestCluster::shared_with_node`]) adds a real node:
+//! containerd, kubelet, kube-controller-manager and kube-scheduler, in network, mount and PID
+//! namespaces of their own, running the images `make images` built (see `node.rs`).
+//!
 //! Nothing outlives the process that started it: every cluster runs under a small supervising
 //! shell that stops etcd and kube-apiserver and removes the cluster's directory as soon as the
 //! owning process drops the cluster, exits, panics, or is killed (even with SIGKILL).
@@ -24,6 +28,7 @@ mod detached;
 mod kubeconfig;
 mod log;
 mod namespace;
+mod node;
 mod pki;
 mod supervisor;
 
@@ -34,6 +39,9 @@ pub use binaries::{CONTROL_PLANE_ENV, ControlPlaneBinaries};
 pub use cluster::TestCluster;
 pub use detached::{DetachedCluster, start_detached, stop_detached};
 pub use namespace::TestNamespace;
+pub use node::{
+    IMAGES_ENV, NODE_BINARIES_ENV, NODE_NAME, NodeBinaries, NodeOptions, PAUSE_IMAGE, import_images,
+};
 pub use supervisor::process_alive;
 
 /// What can go wrong while starting, using or stopping a local control plane.
@@ -60,6 +68,46 @@ pub enum Error {
     MissingBinary {
         /// The program that should be there.
         path: PathBuf,
+    },
+
+    /// The node binaries folder lacks kubelet, kube-controller-manager or kube-scheduler.
+    #[error(
+        "{path} is missing or not executable; run `make control-plane` (or tests/control-plane/build-node.sh) and point {env} at the folder it prints",
+        path = path.display(),
+        env = NODE_BINARIES_ENV
+    )]
+    MissingNodeBinary {
+        /// The program that should be there.
+        path: PathBuf,
+    },
+
+    /// The images folder lacks the pause image a node needs for every pod.
+    #[error(
+        "{dir} holds no pause.tar (the sandbox image every pod needs; containerd never pulls); run `make images`, or point {env} at the folder it writes",
+        dir = dir.display(),
+        env = IMAGES_ENV
+    )]
+    MissingImages {
+        /// The images folder.
+        dir: PathBuf,
+    },
+
+    /// The node did not become Ready and untainted.
+    #[error("the node did not become ready: {why}; last lines of its logs:\n{tail}")]
+    NodeNotReady {
+        /// What went wrong.
+        why: String,
+        /// The tails of containerd's, kubelet's and the node launcher's logs.
+        tail: String,
+    },
+
+    /// `ctr images import` refused an image tarball.
+    #[error("importing {tarball} into the node's containerd failed: {stderr}; rebuild it with `make images`", tarball = tarball.display())]
+    ImageImport {
+        /// The tarball.
+        tarball: PathBuf,
+        /// What ctr printed on stderr.
+        stderr: String,
     },
 
     /// A file or directory operation failed.

@@ -36,9 +36,12 @@ stop_one() {
     sleep 0.1
   done
 }
-# The API server first: its shutdown still talks to etcd.
+# The node first (its teardown kills every process of it by cgroup), then the servers started
+# after the API server, newest first, then the API server: its shutdown still talks to etcd.
 stop() {
   trap '' TERM INT HUP
+  [ -f "$dir/node-teardown.sh" ] && sh "$dir/node-teardown.sh"
+  for pid in $extra; do stop_one "$pid"; done
   stop_one "$api"
   stop_one "$etcd"
   wait
@@ -53,6 +56,16 @@ sh "$dir/kube-apiserver.sh" </dev/null >"$dir/kube-apiserver.log" 2>&1 &
 api=$!
 echo "$etcd" >"$dir/etcd.pid.tmp" && mv "$dir/etcd.pid.tmp" "$dir/etcd.pid"
 echo "$api" >"$dir/kube-apiserver.pid.tmp" && mv "$dir/kube-apiserver.pid.tmp" "$dir/kube-apiserver.pid"
+# Optional servers (a node: kube-controller-manager, kube-scheduler, forwarders, kubelet), one
+# name a line in $dir/servers; $extra lists their pids newest first.
+extra=
+if [ -f "$dir/servers" ]; then
+  while read -r name; do
+    sh "$dir/$name.sh" </dev/null >"$dir/$name.log" 2>&1 &
+    extra="$! $extra"
+    echo "$!" >"$dir/$name.pid.tmp" && mv "$dir/$name.pid.tmp" "$dir/$name.pid"
+  done <"$dir/servers"
+fi
 if [ "$mode" = owned ]; then
   while read -r _; do :; done
   stop
@@ -74,7 +87,25 @@ pub(crate) enum Lifetime {
 pub(crate) enum Server {
     Etcd,
     KubeApiserver,
+    /// The rest belong to a node (see `node.rs`).
+    KubeControllerManager,
+    KubeScheduler,
+    /// Host side of the node's way to the API server.
+    ApiserverBridge,
+    /// Host side of the API server's way to the kubelet.
+    KubeletBridge,
+    /// The node's namespaces: containerd, kubelet and the pods.
+    Node,
 }
+
+/// The node's servers, in the order the supervisor starts them.
+pub(crate) const NODE_SERVERS: [Server; 5] = [
+    Server::ApiserverBridge,
+    Server::KubeletBridge,
+    Server::KubeControllerManager,
+    Server::KubeScheduler,
+    Server::Node,
+];
 
 impl Server {
     /// The program name, also the stem of its script, log and pid files.
@@ -82,6 +113,11 @@ impl Server {
         match self {
             Server::Etcd => "etcd",
             Server::KubeApiserver => "kube-apiserver",
+            Server::KubeControllerManager => "kube-controller-manager",
+            Server::KubeScheduler => "kube-scheduler",
+            Server::ApiserverBridge => "apiserver-bridge",
+            Server::KubeletBridge => "kubelet-bridge",
+            Server::Node => "node",
         }
     }
 
@@ -181,9 +217,16 @@ impl Supervisor {
     }
 }
 
-/// SIGKILLs whatever server pids are recorded in `dir` and still alive.
+/// SIGKILLs whatever server pids are recorded in `dir` and still alive, after the node's
+/// teardown script (when the cluster has a node) has killed and removed the node's cgroups.
 pub(crate) fn kill_servers(dir: &Path) {
-    for server in [Server::KubeApiserver, Server::Etcd] {
+    let teardown = dir.join(crate::node::NODE_TEARDOWN_SCRIPT);
+    if teardown.is_file() {
+        // Its failure leaves processes that the loop below and the caller's check report.
+        let _ = Command::new("sh").arg(&teardown).stdin(Stdio::null()).status();
+    }
+    let node_servers = NODE_SERVERS.into_iter().rev();
+    for server in node_servers.chain([Server::KubeApiserver, Server::Etcd]) {
         if let Some(pid) = read_pid(&server.pid_file(dir))
             && process_alive(pid)
         {
