@@ -64,8 +64,11 @@ bench: ## proxy vs direct, nginx and LiteLLM on loopback; writes docs/benchmarks
 	bash bench/run.sh
 
 .PHONY: deps
-deps: ## install what the tests need on a fresh machine (Debian packages, the openai client)
+deps: ## install what the tests need on a fresh machine (Debian packages incl. prometheus, the openai client)
 	@mkdir -p .cache
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
 	@[ -x $(VENV)/bin/python ] || python3 -m venv $(VENV)
 	@$(VENV)/bin/python -c 'import openai' 2>/dev/null || $(VENV)/bin/pip install -q 'openai>=1.50,<3'
+	@# the analysis tests start their own Prometheus: Debian's service is stopped and disabled
+	@[ -x /usr/bin/prometheus ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+	  && { ! command -v systemctl >/dev/null || systemctl disable --now prometheus >/dev/null 2>&1 || true; }; }
