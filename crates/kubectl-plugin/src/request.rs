@@ -110,6 +110,8 @@ pub fn plan(
     let name = rollout.name_any();
     let phase = phase_of(rollout);
     let paused = rollout.spec.paused;
+    // Promote while spec.paused is allowed: the controller moves the step on, and the weight
+    // holds until resume.
     let refuse = |why: String| Err(Refusal(format!("rollout {name} is {phase}: {why}")));
     let annotate = |key| Ok(Change::Annotate { key, value: annotation_value(now, user) });
     match request {
@@ -120,9 +122,6 @@ pub fn plan(
             Phase::RolledBack | Phase::Failed => refuse(format!(
                 "promote does nothing; use `kubectl modelrollout retry {name}` to start again from step 1"
             )),
-            _ if paused => Err(Refusal(format!(
-                "rollout {name} is paused by spec.paused: promote would wait behind the pause; run `kubectl modelrollout resume {name}` first"
-            ))),
             _ if full => annotate(ANNOTATION_PROMOTE_FULL),
             _ => annotate(ANNOTATION_PROMOTE),
         },
@@ -132,6 +131,10 @@ pub fn plan(
             }
             Phase::Promoted => refuse(format!(
                 "the rollout is finished and the canary is the model in use; to go back, set spec.canary to the old model and apply it (a new rollout), or delete {name}"
+            )),
+            // The controller leaves a Failed rollout's traffic alone (an invalid spec), abort too.
+            Phase::Failed => refuse(format!(
+                "abort does nothing; fix the spec (see `kubectl modelrollout status {name}`) or use `kubectl modelrollout retry {name}`"
             )),
             _ => annotate(ANNOTATION_ABORT),
         },
@@ -223,7 +226,7 @@ mod tests {
             (promote, Failed, false),
             (Request::Abort, Progressing, true),
             (Request::Abort, Paused, true),
-            (Request::Abort, Failed, true),
+            (Request::Abort, Failed, false),
             (Request::Abort, RolledBack, false),
             (Request::Abort, Promoted, false),
             (Request::Pause, Progressing, true),

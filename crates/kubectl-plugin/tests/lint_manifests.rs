@@ -78,3 +78,19 @@ fn lint_exit_codes() -> Result<()> {
     ensure!(output.status.code() == Some(2), "{}", output.status);
     Ok(())
 }
+
+/// The krew manifest installs this binary under kubectl's plugin name, for every platform it lists.
+#[test]
+fn krew_manifest_names_the_binary() -> Result<()> {
+    let text = std::fs::read_to_string(workspace().join("deploy/krew/modelrollout.yaml"))?;
+    let manifest: serde_yaml::Value = serde_yaml::from_str(&text)?;
+    ensure!(manifest["kind"] == "Plugin" && manifest["metadata"]["name"] == "modelrollout");
+    let platforms = manifest["spec"]["platforms"].as_sequence().context("no platforms")?;
+    ensure!(!platforms.is_empty());
+    for platform in platforms {
+        ensure!(platform["bin"] == "kubectl-modelrollout", "{platform:?}");
+        ensure!(platform["uri"].as_str().is_some_and(|u| u.ends_with(".tar.gz")), "{platform:?}");
+    }
+    ensure!(workspace().join("deploy/krew/package.sh").is_file(), "package.sh renders the manifest");
+    Ok(())
+}
