@@ -91,6 +91,9 @@ fn krew_manifest_names_the_binary() -> Result<()> {
         ensure!(platform["bin"] == "kubectl-modelrollout", "{platform:?}");
         ensure!(platform["uri"].as_str().is_some_and(|u| u.ends_with(".tar.gz")), "{platform:?}");
     }
-    ensure!(workspace().join("deploy/krew/package.sh").is_file(), "package.sh renders the manifest");
+    ensure!(
+        workspace().join("deploy/krew/package.sh").is_file(),
+        "package.sh renders the manifest"
+    );
     Ok(())
 }
