@@ -71,4 +71,4 @@ deps: ## install what the tests need on a fresh machine (Debian packages incl. p
 	@$(VENV)/bin/python -c 'import openai' 2>/dev/null || $(VENV)/bin/pip install -q 'openai>=1.50,<3'
 	@# the analysis tests start their own Prometheus: Debian's service is stopped and disabled
 	@[ -x /usr/bin/prometheus ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
-	  && { ! command -v systemctl >/dev/null || systemctl disable --now prometheus >/dev/null 2>&1 || true; }; }
+	  && { systemctl disable --now prometheus || service prometheus stop; } >/dev/null 2>&1 || true; }

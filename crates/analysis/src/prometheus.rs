@@ -88,7 +88,7 @@ impl PrometheusSource {
     fn transport_error(&self, address: &str, err: prometheus_http_query::Error) -> AnalysisError {
         match err {
             prometheus_http_query::Error::Client(client) => match client.inner() {
-                Some(source) => self.reqwest_error(address, clone_reqwest(source)),
+                Some(source) => self.reqwest_error(address, failure_of(source)),
                 None => AnalysisError::Unreachable {
                     address: address.to_owned(),
                     detail: client.to_string(),
@@ -101,6 +101,7 @@ impl PrometheusSource {
         }
     }
 
+    /// A transport failure: a timeout, or anything else that kept the answer from arriving.
     fn reqwest_error(&self, address: &str, err: ReqwestFailure) -> AnalysisError {
         if err.timeout {
             AnalysisError::Timeout { address: address.to_owned(), after: self.query_timeout }
@@ -235,12 +236,12 @@ struct ReqwestFailure {
 
 impl From<reqwest::Error> for ReqwestFailure {
     fn from(err: reqwest::Error) -> Self {
-        clone_reqwest(&err)
+        failure_of(&err)
     }
 }
 
 /// Whether it timed out, and its innermost cause ("Connection refused (os error 111)").
-fn clone_reqwest(err: &reqwest::Error) -> ReqwestFailure {
+fn failure_of(err: &reqwest::Error) -> ReqwestFailure {
     let mut detail = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -568,17 +568,17 @@ impl<'a> Walk<'a> {
         let Some(report) = &self.observed.proxies else {
             return Err(Need::ProxyWeights);
         };
-        if let Ok(instances) = report {
-            if let Err(message) = proxies_agree(instances, self.weight()) {
-                self.condition(
-                    ConditionType::RoutingApplied,
-                    false,
-                    Reason::WaitingForProxies,
-                    &message,
-                );
-                self.requeue_in(PROXY_POLL);
-                return Ok(Analysed::Held);
-            }
+        if let Ok(instances) = report
+            && let Err(message) = proxies_agree(instances, self.weight())
+        {
+            self.condition(
+                ConditionType::RoutingApplied,
+                false,
+                Reason::WaitingForProxies,
+                &message,
+            );
+            self.requeue_in(PROXY_POLL);
+            return Ok(Analysed::Held);
         }
         // The range never reaches back past the moment the proxies applied this weight.
         let since_applied =

@@ -83,31 +83,31 @@ pub fn judge(spec: &Analysis, m: &Measurements) -> Judgement {
                     pct(t.max_error_rate)
                 ));
             }
-            if let (Some(increase), Some(s)) = (t.max_error_rate_increase, stable_rate) {
-                if rate - s > increase {
-                    checks.failed.push(FailedCheck {
-                        name: "error-rate-increase".to_owned(),
-                        reason: Reason::ErrorRateIncreaseExceeded.as_str().to_owned(),
-                        value: Some(rate - s),
-                        limit: Some(increase),
-                        message: format!(
-                            "canary error rate {} is {} points above stable's {} (limit {})",
-                            pct(rate),
-                            pct(rate - s),
-                            pct(s),
-                            pct(increase)
-                        ),
-                    });
-                }
-            }
-            if let Some(s) = stable_rate {
-                if rate > (s * STABLE_FACTOR).max(t.max_error_rate * NOISE_SHARE) {
-                    checks.hold.push(format!(
-                        "canary error rate {} is over {STABLE_FACTOR} × stable's {}",
+            if let (Some(increase), Some(s)) = (t.max_error_rate_increase, stable_rate)
+                && rate - s > increase
+            {
+                checks.failed.push(FailedCheck {
+                    name: "error-rate-increase".to_owned(),
+                    reason: Reason::ErrorRateIncreaseExceeded.as_str().to_owned(),
+                    value: Some(rate - s),
+                    limit: Some(increase),
+                    message: format!(
+                        "canary error rate {} is {} points above stable's {} (limit {})",
                         pct(rate),
-                        pct(s)
-                    ));
-                }
+                        pct(rate - s),
+                        pct(s),
+                        pct(increase)
+                    ),
+                });
+            }
+            if let Some(s) = stable_rate
+                && rate > (s * STABLE_FACTOR).max(t.max_error_rate * NOISE_SHARE)
+            {
+                checks.hold.push(format!(
+                    "canary error rate {} is over {STABLE_FACTOR} × stable's {}",
+                    pct(rate),
+                    pct(s)
+                ));
             }
         }
     }

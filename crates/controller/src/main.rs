@@ -21,6 +21,8 @@ const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/servicea
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
+    // One TLS provider for every client (kube, Prometheus): ring, the workspace's choice.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if let Err(message) = init_logging(&config) {
         eprintln!("modelrollout-controller: {message}");
         return ExitCode::from(2);

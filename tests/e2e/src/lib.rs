@@ -1,5 +1,6 @@
 //! Helpers for the end-to-end tests in `tests/`: workspace paths, the shared cluster with the
-//! ModelRollout CRD installed once, and the `# expect:` header of invalid manifests.
+//! ModelRollout CRD installed once, the `# expect:` header of invalid manifests, programs that
+//! cannot outlive a test ([`process`]) and a whole rollout world per test ([`stack`]).
 //!
 //! The tests drive everything through the pinned `kubectl`, as a user would type it, against
 //! the real local control plane of `modelrollout-testcluster`.
@@ -10,6 +11,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use modelrollout_testcluster::TestCluster;
+
+pub mod process;
+pub mod stack;
 
 /// The CRD's name.
 pub const CRD_NAME: &str = "modelrollouts.rollouts.modelops.io";

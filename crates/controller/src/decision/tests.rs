@@ -178,7 +178,7 @@ impl Harness {
     }
 
     /// Runs from creation to the indefinite pause at step 4 (index 3), weight 25.
-    fn to_manual_gate(&mut self) {
+    fn walk_to_manual_gate(&mut self) {
         self.reconcile();
         self.after(1); // proxies at 0 -> step 1, weight 5
         self.after(1); // proxies at 5
@@ -258,7 +258,7 @@ fn analysis_range_never_reaches_back_past_the_weight_change() {
 #[test]
 fn healthy_canary_walks_to_the_manual_gate() {
     let mut h = Harness::new();
-    h.to_manual_gate();
+    h.walk_to_manual_gate();
     assert_eq!(h.condition(ConditionType::Progressing).reason, "WaitingForPromotion");
     assert_eq!(h.count(EventReason::StepAdvanced), 3);
 }
@@ -282,7 +282,7 @@ fn advances_after_a_timed_pause() {
 #[test]
 fn waits_at_manual_gate_until_promoted() {
     let mut h = Harness::new();
-    h.to_manual_gate();
+    h.walk_to_manual_gate();
     h.run(10, 30);
     assert_eq!((h.step(), h.phase()), (Some(3), Phase::Paused));
     h.annotate(ANNOTATION_PROMOTE, "2026-11-29T10:10:00Z by alice");
@@ -311,7 +311,7 @@ fn promote_full() {
 #[test]
 fn promotes_at_one_hundred() {
     let mut h = Harness::new();
-    h.to_manual_gate();
+    h.walk_to_manual_gate();
     h.annotate(ANNOTATION_PROMOTE, "v1");
     h.after(1);
     h.after(1);
@@ -594,7 +594,7 @@ fn requests_that_do_not_apply() {
 #[test]
 fn new_canary_starts_over() {
     let mut h = Harness::new();
-    h.to_manual_gate();
+    h.walk_to_manual_gate();
     h.rollout.spec.canary.model = "claude-opus-5".into();
     h.rollout.metadata.generation = Some(2);
     h.after(1);
@@ -609,7 +609,7 @@ fn new_canary_starts_over() {
 #[test]
 fn threshold_change_carries_on() {
     let mut h = Harness::new();
-    h.to_manual_gate();
+    h.walk_to_manual_gate();
     h.rollout.spec.analysis.thresholds.max_error_rate = 0.02;
     h.rollout.metadata.generation = Some(2);
     h.after(10);
@@ -685,7 +685,7 @@ fn the_same_status_gives_the_same_decision() {
 #[test]
 fn a_quiet_look_changes_nothing() {
     let mut h = Harness::new();
-    h.to_manual_gate();
+    h.walk_to_manual_gate();
     h.after(3);
     let before = h.status().clone();
     h.after(1);
@@ -709,7 +709,7 @@ fn history_is_bounded() {
 #[test]
 fn condition_reasons_are_vocabulary_words() {
     let mut h = Harness::new();
-    h.to_manual_gate();
+    h.walk_to_manual_gate();
     for condition in &h.status().conditions {
         assert!(condition.reason.parse::<Reason>().is_ok(), "{condition:?}");
         assert!(condition.type_.parse::<ConditionType>().is_ok(), "{condition:?}");

@@ -1,0 +1,224 @@
+//! `make bench-controller`: the controller against many rollouts and the proxy's reaction time,
+//! on the local control plane. Prints a Markdown section for docs/benchmarks.md.
+//!
+//! 1. ConfigMap write → proxy using it: a routing key is rewritten with a new weight, and the
+//!    proxy's `gray_release_canary_weight` is polled every 5 ms until it shows the new weight.
+//! 2. N rollouts (default 10 000, `BENCH_ROLLOUTS`) on the local API server, 100 per ConfigMap,
+//!    analysis pointed at a closed port so Prometheus answers at once (reconcile time is measured
+//!    without Prometheus anyway): the time until every rollout has a status, the controller's
+//!    RSS, and its reconcile duration p50/p99 from its own histogram.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use modelrollout_api::ModelRollout;
+use modelrollout_e2e::cluster_with_crd;
+use modelrollout_e2e::process::Supervised;
+use modelrollout_e2e::stack::{BoxError, binary, free_port, get_text};
+use serde_json::json;
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let count: usize =
+        std::env::var("BENCH_ROLLOUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let cluster = cluster_with_crd().map_err(|e| e.to_string())?;
+    let client = cluster.client().await?;
+    let dir = std::env::temp_dir().join(format!("bench-controller-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    println!("## Controller (`make bench-controller`)\n");
+    println!("Local control plane (etcd + kube-apiserver on loopback), {} build.\n", profile());
+
+    // --- 1. ConfigMap write → proxy ---
+    let namespace = cluster.namespace()?;
+    let ns = namespace.name().to_owned();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let api = format!("127.0.0.1:{}", free_port());
+    let mut command = Command::new(binary("modelrollout-proxy")?);
+    command
+        .args(["--listen", &api, "--admin-listen", &admin, "--configmap", &format!("{ns}/routes")])
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig_path());
+    let _proxy = Supervised::spawn("proxy", &command, &dir.join("proxy.log"))?;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let mut delays = Vec::new();
+    for round in 0..41u32 {
+        let weight = (round * 7) % 101;
+        let document = json!({"version": 1, "rollout": "bench", "namespace": ns, "generation": 1, "model": "m",
+            "stable": {"model": "a", "endpoint": "http://127.0.0.1:1/v1"},
+            "canary": {"model": "b", "endpoint": "http://127.0.0.1:2/v1"},
+            "canaryWeight": weight, "phase": "Progressing"});
+        let patch = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "routes"},
+            "data": {"bench.json": document.to_string()}});
+        let written = Instant::now();
+        configmaps
+            .patch("routes", &PatchParams::apply("bench").force(), &Patch::Apply(&patch))
+            .await?;
+        let deadline = written + Duration::from_secs(30);
+        loop {
+            let text = get_text(&format!("http://{admin}/metrics")).await.unwrap_or_default();
+            let seen = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("gray_release_canary_weight{") && l.contains("rollout=\"bench\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .any(|w| w == f64::from(weight));
+            if seen {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the proxy never showed weight {weight}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if round > 0 {
+            // The first round includes the proxy's start.
+            delays.push(written.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    delays.sort();
+    println!(
+        "| ConfigMap write → proxy uses it (API watch, {} writes) | p50 | p99 | max |",
+        delays.len()
+    );
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| delay | {} | {} | {} |\n",
+        ms(percentile(&delays, 0.5)),
+        ms(percentile(&delays, 0.99)),
+        ms(*delays.last().unwrap_or(&Duration::ZERO))
+    );
+
+    // --- 2. many rollouts ---
+    let namespace = cluster.namespace()?;
+    let ns = namespace.name().to_owned();
+    let rollouts: Api<ModelRollout> = Api::namespaced(client.clone(), &ns);
+    let created = Instant::now();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let rollouts = rollouts.clone();
+            async move {
+                let rollout: ModelRollout = serde_json::from_value(json!({
+                    "apiVersion": "rollouts.modelops.io/v1alpha1", "kind": "ModelRollout",
+                    "metadata": {"name": format!("r{i:05}")},
+                    "spec": {"model": format!("alias-{i}"),
+                        "stable": {"model": "a", "endpoint": "http://stable.example:8080/v1"},
+                        "canary": {"model": "b", "endpoint": "http://canary.example:8080/v1"},
+                        "routing": {"configMapRef": {"name": format!("routes-{:02}", i % 100)}},
+                        "strategy": {"steps": [{"setWeight": 10}, {"setWeight": 100}]},
+                        "analysis": {"prometheus": {"address": "http://127.0.0.1:1"}}}
+                }))?;
+                rollouts.create(&PostParams::default(), &rollout).await?;
+                Ok::<(), BoxError>(())
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>, BoxError>>()?;
+    println!("Created {count} ModelRollouts in {:.1}s.\n", created.elapsed().as_secs_f64());
+    let metrics_address = format!("127.0.0.1:{}", free_port());
+    let mut command = Command::new(binary("modelrollout-controller")?);
+    command
+        .args(["--namespace", &ns, "--metrics-address", &metrics_address, "--leader-elect=false"])
+        .args(["--log-level", "warn", "--prometheus-timeout", "1s"])
+        .env("KUBECONFIG", cluster.kubeconfig_path());
+    let started = Instant::now();
+    let controller = Supervised::spawn("controller", &command, &dir.join("controller.log"))?;
+    let deadline = started + Duration::from_secs(1200);
+    let all_done = loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let with_status = rollouts
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|r| r.status.as_ref().and_then(|s| s.phase).is_some())
+            .count();
+        if with_status >= count {
+            break started.elapsed();
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {with_status} of {count} rollouts reconciled in 20 min\n{}",
+                controller.log_tail(20)
+            )
+            .into());
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", controller.pid()))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l[name.len()..].trim().to_owned())
+            .unwrap_or_default()
+    };
+    let metrics = get_text(&format!("http://{metrics_address}/metrics")).await?;
+    let (p50, p99, reconciles) =
+        histogram_quantiles(&metrics, "modelrollout_controller_reconcile_duration_seconds");
+    println!("| {count} rollouts | value | target |");
+    println!("|---|---:|---:|");
+    println!("| time until every rollout has a status | {:.1}s | — |", all_done.as_secs_f64());
+    println!("| controller RSS after settling (VmRSS) | {} | ≤ 64 MB |", field("VmRSS:"));
+    println!("| controller peak RSS (VmHWM) | {} | — |", field("VmHWM:"));
+    println!("| reconcile duration p50 (histogram, Prometheus excluded) | {} | — |", ms(p50));
+    println!("| reconcile duration p99 | {} | ≤ 20 ms |", ms(p99));
+    println!("| reconciles counted | {reconciles} | — |\n");
+    Ok(())
+}
+
+fn profile() -> &'static str {
+    if cfg!(debug_assertions) { "debug" } else { "release" }
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// p50 and p99 of a Prometheus text histogram (linear inside a bucket, like histogram_quantile),
+/// and its count.
+fn histogram_quantiles(text: &str, name: &str) -> (Duration, Duration, u64) {
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    let quantile = |q: f64| {
+        let rank = q * total;
+        let mut lower = (0.0, 0.0);
+        for &(le, count) in &buckets {
+            if count >= rank {
+                if le.is_infinite() {
+                    return Duration::from_secs_f64(lower.0);
+                }
+                let share =
+                    if count > lower.1 { (rank - lower.1) / (count - lower.1) } else { 0.0 };
+                return Duration::from_secs_f64(lower.0 + (le - lower.0) * share);
+            }
+            lower = (le, count);
+        }
+        Duration::ZERO
+    };
+    (quantile(0.5), quantile(0.99), total as u64)
+}
