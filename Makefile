@@ -9,7 +9,7 @@ CONTROL_PLANE_BUILD := tests/control-plane/build.sh
 # Where it leaves kubelet, kube-controller-manager and kube-scheduler (a cache of their own).
 NODE_BUILD := tests/control-plane/build-node.sh
 # Binaries `make images` turns into images, one word each; the node imports every tarball.
-IMAGES ?= modelrollout-proxy modelrollout-mockllm mockllm-probe
+IMAGES ?= modelrollout-controller modelrollout-proxy modelrollout-mockllm mockllm-probe
 IMAGE_DIR := .cache/images
 # Cargo profile of the imaged binaries (`make images IMAGE_PROFILE=dev` reuses the test build).
 IMAGE_PROFILE ?= release
@@ -28,7 +28,9 @@ build: ## build every binary (release)
 	$(CARGO) build --release --workspace --bins
 
 .PHONY: test
-test: deps lint crd-check control-plane images ## everything CI checks: format, clippy, CRD drift, unit, component and end-to-end tests
+test: deps lint crd-check control-plane ## everything CI checks: format, clippy, CRD drift, unit, component and end-to-end tests
+	@# debug images: the test build compiles those binaries anyway (a release build would double CI's time)
+	$(MAKE) --no-print-directory images IMAGE_PROFILE=dev
 	MODELROLLOUT_CONTROL_PLANE="$$($(CONTROL_PLANE_BUILD))" \
 	MODELROLLOUT_NODE_BINARIES="$$($(NODE_BUILD))" \
 	MODELROLLOUT_IMAGES="$(CURDIR)/$(IMAGE_DIR)" \
@@ -66,7 +68,8 @@ control-plane: ## build the pinned etcd, kube-apiserver, kubectl, helm, kubelet,
 .PHONY: images
 images: ## OCI image tarballs of the IMAGES binaries and the pause image in .cache/images (imported into a running node-up cluster)
 	@mkdir -p $(IMAGE_DIR)
-	$(CARGO) build --profile $(IMAGE_PROFILE) $(addprefix --bin ,$(IMAGES))
+	@# dev: the same build (and features) as `cargo test --workspace --all-targets`, so nothing compiles twice
+	$(if $(filter dev,$(IMAGE_PROFILE)),$(CARGO) build --workspace --all-targets,$(CARGO) build --profile $(IMAGE_PROFILE) $(addprefix --bin ,$(IMAGES)))
 	cc -static -Os -o $(IMAGE_DIR)/pause tests/imagebuild/pause.c
 	python3 tests/imagebuild/imagebuild.py --binary $(IMAGE_DIR)/pause --name modelrollout.local/pause:dev --user 65535 --out $(IMAGE_DIR)/pause.tar
 	@for bin in $(IMAGES); do \
