@@ -93,6 +93,13 @@ node-up: ## the same as `make cluster-up NODE=1`
 cluster-down: ## stop the local control plane started by cluster-up
 	$(CARGO) run --quiet -p modelrollout-testcluster --bin testcluster -- down --dir .cache/cluster
 
+.PHONY: bench-controller
+bench-controller: control-plane ## the controller with 10 000 rollouts and the ConfigMap-to-proxy delay, release build (BENCH_ROLLOUTS=N to change)
+	$(CARGO) build --release -p modelrollout-controller -p modelrollout-proxy -p modelrollout-e2e --bins
+	@mkdir -p .cache
+	MODELROLLOUT_CONTROL_PLANE="$$($(CONTROL_PLANE_BUILD))" target/release/bench-controller | tee .cache/bench-controller.md
+	@echo "the section above is in .cache/bench-controller.md: copy it into docs/benchmarks.md"
+
 .PHONY: bench
 bench: ## proxy vs direct, nginx and LiteLLM on loopback; writes docs/benchmarks.md (not part of make test)
 	bash bench/run.sh

@@ -28,6 +28,10 @@ const NOT_RUN: &[(&str, &str)] = &[
     ("deps", "`make test` runs it first"),
     ("build", "a release build of every binary: minutes"),
     ("bench", "five minutes of measurements on a quiet machine, not a check"),
+    ("bench-controller", "a release build and 10 000 rollouts: minutes"),
+    ("sim", "thousands of simulated rollouts: a measurement, its own tests run in `make test`"),
+    ("images", "`make test` runs it first (debug images)"),
+    ("node-up", "release images (minutes); tests/e2e/tests/node.rs starts the same node"),
 ];
 
 fn workspace_root() -> PathBuf {
