@@ -22,6 +22,8 @@ const STABLE_FACTOR: f64 = 1.2;
 /// Error-rate differences below this share of the limit are noise for the 1.2 × rule (with
 /// stable at 0 errors, one canary error would otherwise block a rollout for ever).
 const NOISE_SHARE: f64 = 0.1;
+/// Above this z score, a canary failing worse than a failing stable is really worse.
+const NOISE_Z: f64 = 3.0;
 
 /// The outcome of judging one analysis.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,7 +57,7 @@ pub fn judge(spec: &Analysis, m: &Measurements) -> Judgement {
                 stable_rate.map_or_else(String::new, |s| format!(" (stable {})", pct(s)));
             if rate > t.max_error_rate {
                 match stable_rate {
-                    Some(s) if s > t.max_error_rate && rate <= s * STABLE_FACTOR => {
+                    Some(s) if s > t.max_error_rate && errors_alike(canary, stable, s) => {
                         checks.shared.push(format!(
                             "canary error rate {} and stable {} are both over the {} limit: \
                              both providers fail alike, which is not the canary's fault; holding",
@@ -83,7 +85,11 @@ pub fn judge(spec: &Analysis, m: &Measurements) -> Judgement {
                     pct(t.max_error_rate)
                 ));
             }
+            // In a shared outage the difference between two failing arms is noise too.
+            let shared_outage = stable_rate
+                .is_some_and(|s| s > t.max_error_rate && errors_alike(canary, stable, s));
             if let (Some(increase), Some(s)) = (t.max_error_rate_increase, stable_rate)
+                && !shared_outage
                 && rate - s > increase
             {
                 checks.failed.push(FailedCheck {
@@ -159,6 +165,19 @@ pub fn judge(spec: &Analysis, m: &Measurements) -> Judgement {
     }
 
     checks.verdict(spec, canary, m.range.as_secs())
+}
+
+/// Both arms fail alike: the canary's error rate is within 1.2 × stable's, or above it by no
+/// more than sampling noise (a two-proportion z-test under 3, about 1 in 700 one-sided), so a
+/// shared outage measured on a few hundred requests is not blamed on the canary by chance.
+fn errors_alike(canary: &ArmSample, stable: &ArmSample, stable_rate: f64) -> bool {
+    let rate = canary.error_rate().unwrap_or(0.0);
+    if rate <= stable_rate * STABLE_FACTOR {
+        return true;
+    }
+    let pooled = (canary.errors + stable.errors) / (canary.requests + stable.requests);
+    let spread = (pooled * (1.0 - pooled) * (1.0 / canary.requests + 1.0 / stable.requests)).sqrt();
+    spread > 0.0 && (rate - stable_rate) / spread < NOISE_Z
 }
 
 /// What the checks found, before it becomes a verdict.
@@ -334,7 +353,7 @@ mod tests {
 
     #[test]
     fn threshold_rules() {
-        let rows: [Row; 11] = [
+        let rows: [Row; 12] = [
             // Clearly healthy: under half the error limit, under 80 % of p95, ≤ 1.2 × stable.
             (
                 "clearly healthy",
@@ -394,6 +413,16 @@ mod tests {
                 "both arms failing",
                 arm(500.0, 0.3, 1.0),
                 arm(5000.0, 0.29, 1.0),
+                Verdict::Inconclusive,
+                Reason::BothArmsFailing,
+                false,
+            ),
+            // Both over the limit, the canary worse by sampling noise only (38 % of 99 against
+            // 24 % of 101, z = 2.2): still a shared outage.
+            (
+                "both failing, canary worse by noise",
+                arm(99.0, 38.0 / 99.0, 1.0),
+                arm(101.0, 24.0 / 101.0, 1.0),
                 Verdict::Inconclusive,
                 Reason::BothArmsFailing,
                 false,
