@@ -532,17 +532,17 @@ impl<'a> Walk<'a> {
                     Ok(true)
                 }
                 Err(message) => {
-                    self.condition(
-                        ConditionType::RoutingApplied,
-                        false,
-                        Reason::WaitingForProxies,
-                        &message,
-                    );
-                    self.requeue_in(PROXY_POLL);
+                    self.waiting_for_proxies(&message);
                     Ok(false)
                 }
             },
         }
+    }
+
+    /// The proxies do not all report the current weight yet: look again soon.
+    fn waiting_for_proxies(&mut self, message: &str) {
+        self.condition(ConditionType::RoutingApplied, false, Reason::WaitingForProxies, message);
+        self.requeue_in(PROXY_POLL);
     }
 
     // --- 5. analysis ---
@@ -571,13 +571,7 @@ impl<'a> Walk<'a> {
         if let Ok(instances) = report
             && let Err(message) = proxies_agree(instances, self.weight())
         {
-            self.condition(
-                ConditionType::RoutingApplied,
-                false,
-                Reason::WaitingForProxies,
-                &message,
-            );
-            self.requeue_in(PROXY_POLL);
+            self.waiting_for_proxies(&message);
             return Ok(Analysed::Held);
         }
         // The range never reaches back past the moment the proxies applied this weight.
@@ -858,7 +852,7 @@ impl<'a> Walk<'a> {
     /// Sets the canary weight; a new weight is not applied until the proxies report it.
     fn set_weight(&mut self, weight: u8) {
         if self.status.canary_weight == Some(i32::from(weight))
-            && self.status.conditions.iter().any(|c| c.type_ == "RoutingApplied")
+            && self.find(ConditionType::RoutingApplied).is_some()
         {
             return;
         }
