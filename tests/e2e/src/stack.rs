@@ -36,9 +36,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// next to the test executable.
 pub fn binary(name: &str) -> Result<PathBuf, BoxError> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let path =
-        exe.parent().and_then(Path::parent).map(|dir| dir.join(name)).ok_or("no target dir")?;
+    // A test runs from target/<profile>/deps/, a binary from target/<profile>/: either way the
+    // binaries are in target/<profile>/.
+    let mut dir = exe.parent().ok_or("no target dir")?;
+    if dir.ends_with("deps") {
+        dir = dir.parent().ok_or("no target dir")?;
+    }
+    let path = dir.join(name);
     if path.is_file() {
         Ok(path)
     } else {
