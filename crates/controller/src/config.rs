@@ -59,6 +59,11 @@ pub struct Config {
     #[arg(long, env = "MODELROLLOUT_LEASE_RENEW", default_value = "5s", value_parser = parse_duration)]
     pub lease_renew: Duration,
 
+    /// Rollouts reconciled at the same time. Bounded so that thousands of rollouts waking at once
+    /// (a start, a Prometheus outage) queue instead of holding thousands of requests in memory.
+    #[arg(long, env = "MODELROLLOUT_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+
     /// This replica's name in the Lease and in Events (default: POD_NAME, else the host name).
     #[arg(long, env = "MODELROLLOUT_IDENTITY")]
     pub identity: Option<String>,

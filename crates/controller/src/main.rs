@@ -112,7 +112,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         instance: identity,
     });
     let mut shutdown = stop_rx.clone();
-    reconcile::run(context, config.namespace.as_deref(), async move {
+    reconcile::run(context, config.namespace.as_deref(), config.concurrency, async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
         info!("shutting down: finishing the reconciles in flight");
     })

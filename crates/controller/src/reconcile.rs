@@ -45,6 +45,7 @@ impl<M> std::fmt::Debug for Context<M> {
 pub async fn run<M: MetricsSource + 'static>(
     context: Arc<Context<M>>,
     namespace: Option<&str>,
+    concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let rollouts: Api<ModelRollout> = match namespace {
@@ -52,6 +53,7 @@ pub async fn run<M: MetricsSource + 'static>(
         None => Api::all(context.client.clone()),
     };
     Controller::new(rollouts, watcher::Config::default().any_semantic())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {

@@ -133,13 +133,14 @@ async fn main() -> Result<(), BoxError> {
     let deadline = started + Duration::from_secs(1200);
     let all_done = loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let with_status = rollouts
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .filter(|r| r.status.as_ref().and_then(|s| s.phase).is_some())
-            .count();
+        // Paged, and a failed page only skips this look: the API server is busy too.
+        let with_status = match count_with_status(&rollouts).await {
+            Ok(count) => count,
+            Err(error) => {
+                eprintln!("listing rollouts: {error}; trying again");
+                continue;
+            }
+        };
         if with_status >= count {
             break started.elapsed();
         }
@@ -172,6 +173,21 @@ async fn main() -> Result<(), BoxError> {
     println!("| reconcile duration p99 | {} | ≤ 20 ms |", ms(p99));
     println!("| reconciles counted | {reconciles} | — |\n");
     Ok(())
+}
+
+/// Rollouts that have a status phase, listed 500 at a time.
+async fn count_with_status(rollouts: &Api<ModelRollout>) -> Result<usize, BoxError> {
+    let mut count = 0;
+    let mut params = ListParams::default().limit(500);
+    loop {
+        let page = rollouts.list(&params).await?;
+        count +=
+            page.items.iter().filter(|r| r.status.as_ref().and_then(|s| s.phase).is_some()).count();
+        match page.metadata.continue_.filter(|token| !token.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(count),
+        }
+    }
 }
 
 fn profile() -> &'static str {
