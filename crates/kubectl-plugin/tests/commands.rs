@@ -6,7 +6,6 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -23,27 +22,9 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The shared cluster with the ModelRollout CRD installed and Established.
+/// The shared cluster with the ModelRollout CRD installed (the end-to-end crate's helper).
 fn cluster() -> Result<&'static TestCluster> {
-    static READY: OnceLock<Result<&'static TestCluster, String>> = OnceLock::new();
-    READY
-        .get_or_init(|| {
-            let install = || -> Result<&'static TestCluster> {
-                let cluster = TestCluster::shared()?;
-                let crd = workspace().join("crds/modelrollout.yaml");
-                cluster.kubectl_ok(["apply", "-f", &crd.to_string_lossy()])?;
-                cluster.kubectl_ok([
-                    "wait",
-                    "--for=condition=Established",
-                    "crd/modelrollouts.rollouts.modelops.io",
-                    "--timeout=120s",
-                ])?;
-                Ok(cluster)
-            };
-            install().map_err(|err| format!("{err:#}"))
-        })
-        .clone()
-        .map_err(anyhow::Error::msg)
+    modelrollout_e2e::cluster_with_crd().map_err(|err| anyhow::anyhow!("{err}"))
 }
 
 /// A fresh namespace holding the `chat-assistant` rollout of the e2e fixtures.
