@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use modelrollout_testcluster::process_alive as alive;
 use rustix::process::{Pid, Signal};
 
 /// `$1` = pid file, `$2` = log file, the rest = the program and its arguments.
@@ -122,14 +123,6 @@ impl Drop for Supervised {
             let _ = stdin.flush();
         }
         let _ = self.shell.wait();
-    }
-}
-
-/// Whether a process is alive (and not a zombie).
-pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or_default().trim_start().starts_with('Z'),
-        Err(_) => false,
     }
 }
 
