@@ -1,6 +1,7 @@
 //! The `ModelRollout` API: the custom resource, its phase and condition vocabulary, and the
 //! routing document the controller writes and the proxy reads. Pure types and validation, no I/O.
 
+pub mod buckets;
 pub mod duration;
 pub mod rollout;
 pub mod routing;
@@ -9,7 +10,7 @@ pub mod vocabulary;
 
 pub use duration::{Duration, DurationError};
 pub use rollout::{
-    Analysis, AnalysisPoint, AnalysisResult, ArmMeasurements, CustomMetric, ModelRollout,
+    Analysis, AnalysisMethod, AnalysisPoint, AnalysisResult, ArmMeasurements, CustomMetric, ModelRollout,
     ModelRolloutSpec, ModelRolloutStatus, ModelTarget, OnAnalysisError, Step, StepAction,
 };
 pub use routing::{
