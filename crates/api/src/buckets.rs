@@ -32,6 +32,59 @@ pub fn boundary_at_or_above(bounds: &[f64], value: f64) -> Option<f64> {
 mod tests {
     use super::*;
 
+    /// Prometheus' `histogram_quantile`: find the bucket holding rank q × n, interpolate
+    /// linearly inside it (from 0 for the first bucket; the largest bound past the last).
+    fn histogram_quantile(bounds: &[f64], samples: &[f64], q: f64) -> f64 {
+        let rank = q * samples.len() as f64;
+        let mut below = 0.0;
+        let mut lower = 0.0;
+        for &upper in bounds {
+            let within = samples.iter().filter(|s| **s <= upper).count() as f64;
+            if within >= rank {
+                return lower + (upper - lower) * (rank - below) / (within - below);
+            }
+            (below, lower) = (within, upper);
+        }
+        lower
+    }
+
+    /// The true p95: the sample at rank ⌈0.95 n⌉.
+    fn true_p95(samples: &[f64]) -> f64 {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted[(0.95 * sorted.len() as f64).ceil() as usize - 1]
+    }
+
+    /// `n` latencies spread evenly over [from, to].
+    fn spread(from: f64, to: f64, n: usize) -> Vec<f64> {
+        (0..n).map(|i| from + (to - from) * i as f64 / (n - 1) as f64).collect()
+    }
+
+    /// The error of the p95 estimate, before (standard buckets) and after (the limit is a
+    /// bound): docs/metrics.md quotes these figures. With the limit a bound, "p95 over the
+    /// limit" is "more than 5 % of requests above the bound", exact whatever the estimate says.
+    #[test]
+    fn p95_estimate_error_before_and_after_the_limit_is_a_bound() {
+        // (requests, limit, what the issue describes)
+        let cases = [
+            (spread(2.4, 2.6, 1000), 3.0, 3.9, 2.95), // a steady 2.5 s canary, limit 3 s
+            (spread(0.6, 0.79, 1000), 0.8, 0.975, 0.785), // 600-790 ms, limit 800 ms
+        ];
+        for (samples, limit, before_reads, after_reads) in cases {
+            let truth = true_p95(&samples);
+            let before = histogram_quantile(&LATENCY_BUCKETS, &samples, 0.95);
+            let after = histogram_quantile(&buckets_with(&[limit]), &samples, 0.95);
+            assert!((before - before_reads).abs() < 0.01, "before {before}");
+            assert!((after - after_reads).abs() < 0.01, "after {after}");
+            // Before: the estimate claims the limit is breached; the truth is under it.
+            assert!(truth < limit && before > limit, "{truth} {before}");
+            // After: the share over the limit decides, and it is exact (here 0).
+            let over = samples.iter().filter(|s| **s > limit).count() as f64;
+            assert!(over / (samples.len() as f64) <= 0.05);
+            assert!(after <= limit);
+        }
+    }
+
     /// A limit becomes a bound between the standard ones, once.
     #[test]
     fn limits_join_the_standard_bounds() {

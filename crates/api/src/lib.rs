@@ -10,8 +10,9 @@ pub mod vocabulary;
 
 pub use duration::{Duration, DurationError};
 pub use rollout::{
-    Analysis, AnalysisMethod, AnalysisPoint, AnalysisResult, ArmMeasurements, CustomMetric, ModelRollout,
-    ModelRolloutSpec, ModelRolloutStatus, ModelTarget, OnAnalysisError, Step, StepAction,
+    Analysis, AnalysisMethod, AnalysisPoint, AnalysisResult, ArmMeasurements, CustomMetric,
+    ModelRollout, ModelRolloutSpec, ModelRolloutStatus, ModelTarget, OnAnalysisError, Step,
+    StepAction,
 };
 pub use routing::{
     ROUTING_DOCUMENT_VERSION, RoutingArm, RoutingDocument, RoutingDocumentError, Stickiness,

@@ -872,6 +872,19 @@ pub struct FailedCheck {
 // === the routing document of a rollout ===
 
 impl ModelRollout {
+    /// The latency and TTFT limits in whole milliseconds (at least 1): the extra histogram
+    /// bounds of the rollout's route, so its p95 checks are exact (see `buckets`).
+    pub fn latency_limits_ms(&self) -> Vec<u32> {
+        let t = &self.spec.analysis.thresholds;
+        let ms = |d: Duration| u32::try_from(d.as_std().as_millis()).unwrap_or(u32::MAX).max(1);
+        let mut bounds = vec![ms(t.max_latency_p95)];
+        bounds.extend(t.max_time_to_first_token_p95.map(ms));
+        bounds.sort_unstable();
+        bounds.dedup();
+        bounds.retain(|b| *b <= 3_600_000);
+        bounds
+    }
+
     /// The routing document the controller writes for this rollout at `canary_weight` percent
     /// in `phase`, validated. Credentials become `<secret>/<key>` names, never secrets.
     pub fn routing_document(
@@ -914,6 +927,7 @@ impl ModelRollout {
                 body_field: stickiness.body_field,
             },
             phase,
+            latency_bounds_ms: self.latency_limits_ms(),
         };
         document.validate()?;
         Ok(document)
