@@ -30,9 +30,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// Histogram bucket bounds in seconds: LLM latencies, 10 ms .. 120 s.
-pub const LATENCY_BUCKETS: [f64; 15] =
-    [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 90.0, 120.0];
+/// Histogram bucket bounds in seconds: LLM latencies, 10 ms .. 120 s. A route adds its
+/// rollout's limits to these (`latencyBoundsMs` of the routing document).
+pub const LATENCY_BUCKETS: [f64; 15] = modelrollout_api::buckets::LATENCY_BUCKETS;
 
 /// How one upstream attempt ended: the `reason` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -145,10 +145,25 @@ struct ReloadLabels {
     result: &'static str,
 }
 
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+type HistogramFamily<L> = Family<L, Histogram, LatencyHistogram>;
 
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Makes latency histograms with the standard bounds plus the extra bounds of the route whose
+/// series is being created. A family's constructor sees no labels, so [`Metrics::arm`] sets the
+/// bounds just before it creates a route's series, under one lock for the whole family.
+#[derive(Clone, Debug, Default)]
+struct LatencyHistogram {
+    extra: std::sync::Arc<std::sync::Mutex<Vec<f64>>>,
+}
+
+impl prometheus_client::metrics::family::MetricConstructor<Histogram> for LatencyHistogram {
+    fn new_metric(&self) -> Histogram {
+        let extra = self.extra.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Histogram::new(modelrollout_api::buckets::buckets_with(&extra))
+    }
 }
 
 /// All metric families of the proxy and the registry that exposes them.
@@ -158,6 +173,10 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily<ArmLabels>,
     ttft: HistogramFamily<ArmLabels>,
+    /// The constructor of both histogram families, and the lock that makes one route's
+    /// series at a time.
+    bounds: LatencyHistogram,
+    creating: std::sync::Mutex<()>,
     tokens: Family<TokenLabels, Counter>,
     cancelled: Family<ArmLabels, Counter>,
     weight: Family<RolloutLabels, Gauge>,
@@ -176,8 +195,9 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
-        let duration = HistogramFamily::<ArmLabels>::new_with_constructor(latency_histogram as _);
-        let ttft = HistogramFamily::<ArmLabels>::new_with_constructor(latency_histogram as _);
+        let bounds = LatencyHistogram::default();
+        let duration = HistogramFamily::<ArmLabels>::new_with_constructor(bounds.clone());
+        let ttft = HistogramFamily::<ArmLabels>::new_with_constructor(bounds.clone());
         let tokens = Family::<TokenLabels, Counter>::default();
         let cancelled = Family::<ArmLabels, Counter>::default();
         let weight = Family::<RolloutLabels, Gauge>::default();
@@ -228,6 +248,8 @@ impl Metrics {
             requests,
             duration,
             ttft,
+            bounds,
+            creating: std::sync::Mutex::default(),
             tokens,
             cancelled,
             weight,
@@ -238,6 +260,19 @@ impl Metrics {
 
     /// The series of one arm, resolved once so requests only touch atomics.
     pub fn arm(&self, rollout: &str, namespace: &str, model: &str, is_canary: bool) -> ArmMetrics {
+        self.arm_with_bounds(rollout, namespace, model, is_canary, &[])
+    }
+
+    /// [`Self::arm`] whose latency and TTFT histograms also get `extra_bounds` (seconds: the
+    /// rollout's limits), when they are created here. Series that exist keep their buckets.
+    pub fn arm_with_bounds(
+        &self,
+        rollout: &str,
+        namespace: &str,
+        model: &str,
+        is_canary: bool,
+        extra_bounds: &[f64],
+    ) -> ArmMetrics {
         let is_canary = if is_canary { "true" } else { "false" };
         let arm = ArmLabels {
             rollout: rollout.to_owned(),
@@ -264,10 +299,18 @@ impl Metrics {
                 r#type: kind,
             })
         };
+        let (duration, ttft) = {
+            // One route's series at a time: the constructor reads the bounds set here (the
+            // temporary guard is released before it runs).
+            let _creating = self.creating.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            *self.bounds.extra.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                extra_bounds.to_vec();
+            (self.duration.get_or_create_owned(&arm), self.ttft.get_or_create_owned(&arm))
+        };
         ArmMetrics {
             requests,
-            duration: self.duration.get_or_create_owned(&arm),
-            ttft: self.ttft.get_or_create_owned(&arm),
+            duration,
+            ttft,
             prompt_tokens: token("prompt"),
             completion_tokens: token("completion"),
             cancelled: self.cancelled.get_or_create_owned(&arm),
@@ -399,6 +442,27 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }
         assert_eq!(arm.counts(), (2, 1));
+    }
+
+    /// A route's limits become bucket bounds of its own histograms only: "p95 over 800ms" is
+    /// then the share of requests above `le="0.8"`, exact.
+    #[test]
+    fn route_limits_are_bucket_bounds() {
+        let metrics = Metrics::new();
+        let limited = metrics.arm_with_bounds("chat", "ai", "gpt-4.1", true, &[0.8, 3.0]);
+        let plain = metrics.arm("other", "ai", "gpt-4.1", true);
+        limited.record(Outcome::Ok, std::time::Duration::from_millis(700));
+        limited.record(Outcome::Ok, std::time::Duration::from_millis(900));
+        plain.record(Outcome::Ok, std::time::Duration::from_millis(700));
+        let text = metrics.encode();
+        let bucket = |rollout: &str, le: &str| {
+            format!(
+                r#"gray_release_request_duration_seconds_bucket{{le="{le}",rollout="{rollout}",rollout_namespace="ai",model="gpt-4.1",is_canary="true"}}"#
+            )
+        };
+        assert!(text.contains(&format!("{} 1", bucket("chat", "0.8"))), "{text}");
+        assert!(text.contains(&format!("{} 2", bucket("chat", "3.0"))), "{text}");
+        assert!(!text.contains(&bucket("other", "0.8")), "{text}");
     }
 
     /// Status classes map to the contract's reasons.

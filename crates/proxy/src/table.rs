@@ -214,12 +214,14 @@ impl Route {
     /// This route with its arms' series registered in `metrics`.
     fn with_metrics(mut self, metrics: &Metrics) -> Route {
         let document = &self.document;
+        let bounds = document.latency_bounds_seconds();
         for arm in [&mut self.stable, &mut self.canary] {
-            arm.metrics = metrics.arm(
+            arm.metrics = metrics.arm_with_bounds(
                 &document.rollout,
                 &document.namespace,
                 &arm.model,
                 arm.track.is_canary(),
+                &bounds,
             );
         }
         self
