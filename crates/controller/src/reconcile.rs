@@ -10,8 +10,8 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
 use modelrollout_analysis::{MetricsSource, Target};
 use modelrollout_api::ModelRollout;
 use tracing::{Instrument, info, info_span, warn};
@@ -33,6 +33,8 @@ pub struct Context<M> {
     pub metrics: Arc<Metrics>,
     /// This replica's name, written into Events (`reportingInstance`).
     pub instance: String,
+    /// The routing documents this process has written, so unchanged ones are not rewritten.
+    pub written: routing::Written,
 }
 
 impl<M> std::fmt::Debug for Context<M> {
@@ -52,7 +54,19 @@ pub async fn run<M: MetricsSource + 'static>(
         Some(namespace) => Api::namespaced(context.client.clone(), namespace),
         None => Api::all(context.client.clone()),
     };
-    Controller::new(rollouts, watcher::Config::default().any_semantic())
+    // The cache keeps every rollout in memory: without their managedFields (the server-side
+    // apply bookkeeping, often larger than the spec) and kubectl's last-applied copy of the spec.
+    let (reader, writer) = reflector::store();
+    let triggers = watcher(rollouts, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|rollout: &mut ModelRollout| {
+            rollout.managed_fields_mut().clear();
+            rollout.annotations_mut().remove(LAST_APPLIED);
+        })
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(changed_by_others, Default::default());
+    Controller::for_stream(triggers, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
@@ -73,14 +87,21 @@ pub async fn reconcile<M: MetricsSource>(
     let name = rollout.name_any();
     let span = info_span!("reconcile", rollout = %format!("{namespace}/{name}"));
     let api: Api<ModelRollout> = Api::namespaced(context.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, rollout, |event| async {
+    // A new rollout gets the finalizer first; the rollout is then reconciled in the same pass
+    // instead of on the watch event of that write (which `changed_by_others` ignores anyway).
+    let adding_finalizer = rollout.meta().deletion_timestamp.is_none()
+        && !rollout.finalizers().iter().any(|f| f == FINALIZER);
+    let result = finalizer(&api, FINALIZER, rollout.clone(), |event| async {
         match event {
             Finalizer::Apply(rollout) => apply(&rollout, &context).await,
             Finalizer::Cleanup(rollout) => cleanup(&rollout, &context).await,
         }
     })
-    .instrument(span)
+    .instrument(span.clone())
     .await;
+    if adding_finalizer && result.is_ok() {
+        return apply(&rollout, &context).instrument(span).await;
+    }
     result.map_err(|error| match error {
         kube::runtime::finalizer::Error::ApplyFailed(e)
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
@@ -88,6 +109,25 @@ pub async fn reconcile<M: MetricsSource>(
             Error::Finalizer { rollout: format!("{namespace}/{name}"), detail: other.to_string() }
         }
     })
+}
+
+/// kubectl's client-side copy of the last applied object, dropped from the cache.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What makes a watch event worth a reconcile: a change by someone else (the spec, an
+/// annotation such as promote or abort, a deletion) or a rollout not seen before. The
+/// controller's own status and finalizer writes are not: it asks for its next look itself
+/// (`requeue_after`), so reconciling on them only repeated the look it had just made.
+fn changed_by_others(rollout: &ModelRollout) -> Option<u64> {
+    let meta = rollout.meta();
+    let mut parts: Vec<&str> = vec![meta.uid.as_deref().unwrap_or_default()];
+    let generation = meta.generation.unwrap_or_default().to_string();
+    parts.push(&generation);
+    parts.push(if meta.deletion_timestamp.is_some() { "deleting" } else { "" });
+    for (key, value) in rollout.annotations() {
+        parts.extend([key.as_str(), value.as_str()]);
+    }
+    Some(crate::fnv64(parts))
 }
 
 /// Retries a failed reconcile after a short, fixed pause (the API server or Prometheus may
@@ -113,7 +153,14 @@ async fn apply<M: MetricsSource>(rollout: &ModelRollout, context: &Context<M>) -
     let weight = decision.status.canary_weight.and_then(|w| u8::try_from(w).ok()).unwrap_or(0);
     let phase = decision.status.phase.unwrap_or_default();
     if decision.write_routing {
-        routing::apply(&context.client, rollout, weight, phase).await?;
+        // Proxies not (yet) reporting the weight: write again even if unchanged, in case the
+        // ConfigMap was lost or edited by hand.
+        let unconfirmed = decision.status.conditions.iter().any(|c| {
+            c.type_ == modelrollout_api::ConditionType::RoutingApplied.as_str()
+                && c.status == "False"
+        });
+        routing::apply(&context.client, rollout, weight, phase, &context.written, unconfirmed)
+            .await?;
     }
     context.metrics.rollout(&namespace, &name, phase, weight);
     context.metrics.reconciled(watch.elapsed());
@@ -182,6 +229,7 @@ async fn decide_with_observations<M: MetricsSource>(
 
 async fn cleanup<M: MetricsSource>(rollout: &ModelRollout, context: &Context<M>) -> Result<Action> {
     routing::remove(&context.client, rollout).await?;
+    context.written.forget(rollout);
     let namespace = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();
     context.metrics.forget(&namespace, &name);

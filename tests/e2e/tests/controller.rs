@@ -401,6 +401,52 @@ async fn standby_takes_over_from_a_killed_leader() -> Result {
     Ok(())
 }
 
+/// i2. SIGTERM: the leader finishes, gives the Lease up and exits; the standby takes over long
+/// before the Lease (60 s) could have expired, which only a release allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_the_lease() -> Result {
+    let world = World::new("sigterm").await?;
+    let lease = ["--lease-duration", "60s", "--lease-renew", "1s"];
+    let first = world.controller("controller-a", &lease)?;
+    let holder = || -> Result<String> {
+        Ok(world.namespace.kubectl_ok([
+            "get",
+            "lease",
+            "modelrollout-controller",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])?)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while holder().unwrap_or_default() != "controller-a" {
+        assert!(Instant::now() < deadline, "controller-a never led\n{}", first.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = world.controller("controller-b", &lease)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !second.log().contains("standing by") {
+        assert!(Instant::now() < deadline, "controller-b never stood by\n{}", second.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped = Instant::now();
+    first.signal(Signal::TERM);
+    assert!(first.wait_exit(Duration::from_secs(30)), "controller-a ignored SIGTERM");
+    assert!(first.log().contains("lease released"), "{}", first.log_tail(20));
+    while holder()? != "controller-b" {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(45),
+            "controller-b did not take the released lease\n{}",
+            second.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    report(format_args!(
+        "[sigterm] standby led {:.1}s after SIGTERM to the leader (lease 60s)",
+        stopped.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
 /// j. A manual gate waits until promoted; abort rolls back; retry starts over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_gate_abort_and_retry() -> Result {
