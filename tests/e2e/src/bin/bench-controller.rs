@@ -137,9 +137,10 @@ async fn main() -> Result<(), BoxError> {
     // One watch (not repeated lists of 10 000 objects, which would load the API server the
     // controller is measured against) sees each rollout get its first status.
     let mut with_status = HashSet::new();
-    let mut changes = std::pin::pin!(
-        watcher(rollouts.clone(), watcher::Config::default()).default_backoff().applied_objects()
-    );
+    let mut changes = watcher(rollouts.clone(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1200);
     let all_done = loop {
         match tokio::time::timeout_at(deadline, changes.next()).await {
@@ -163,7 +164,7 @@ async fn main() -> Result<(), BoxError> {
             }
         }
     };
-    drop(changes);
+    drop(changes); // ends the watch before the quiet minute
     let metrics_url = format!("http://{metrics_address}/metrics");
     let burst = histogram_buckets(&get_text(&metrics_url).await?, RECONCILE_HISTOGRAM);
     tokio::time::sleep(Duration::from_secs(60)).await;
