@@ -14,6 +14,7 @@ pub use rollout::{
 };
 pub use routing::{
     ROUTING_DOCUMENT_VERSION, RoutingArm, RoutingDocument, RoutingDocumentError, Stickiness,
+    endpoint_problem,
 };
 pub use validation::{InvalidSpec, QueryValues, SpecProblem, render_query};
 pub use vocabulary::{

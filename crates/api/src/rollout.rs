@@ -155,7 +155,8 @@ pub struct ModelRolloutSpec {
     pub strategy: Strategy,
 
     /// How the canary is judged: the Prometheus to ask, how often, over which window, and the
-    /// limits it must stay within.
+    /// limits it must stay within. Every field has a default.
+    #[serde(default)]
     pub analysis: Analysis,
 
     /// When true the rollout holds at its current weight: no step advances and no analysis
@@ -311,7 +312,9 @@ pub enum OnAnalysisError {
 ))]
 #[serde(rename_all = "camelCase")]
 pub struct Analysis {
-    /// The Prometheus that scrapes the proxies' gray_release_* metrics.
+    /// The Prometheus that scrapes the proxies' gray_release_* metrics. Default: the
+    /// controller's --prometheus-address.
+    #[serde(default)]
     pub prometheus: PrometheusSpec,
 
     /// How often checks run, e.g. 60s. At least 1s. Default 1m (60s).
@@ -363,17 +366,19 @@ pub struct Analysis {
 }
 
 /// Where Prometheus answers queries.
-#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrometheusSpec {
     /// Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090. The
-    /// controller calls <address>/api/v1/query.
+    /// controller calls <address>/api/v1/query. Default: the controller's
+    /// --prometheus-address (a rollout without either is marked InvalidSpec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = http_url_rule!(
         "self",
         "spec.analysis.prometheus.address",
         "http://prometheus.monitoring:9090"
     ))]
-    pub address: String,
+    pub address: Option<String>,
 }
 
 /// Built-in limits, each comparing the canary over analysis.window.
@@ -485,11 +490,10 @@ impl Default for Thresholds {
     }
 }
 
-impl Analysis {
-    /// Analysis against `prometheus_address` with every other field at its default.
-    pub fn with_defaults(prometheus_address: impl Into<String>) -> Self {
+impl Default for Analysis {
+    fn default() -> Self {
         Analysis {
-            prometheus: PrometheusSpec { address: prometheus_address.into() },
+            prometheus: PrometheusSpec::default(),
             interval: DEFAULT_INTERVAL,
             window: DEFAULT_WINDOW,
             min_requests: DEFAULT_MIN_REQUESTS,
@@ -498,6 +502,16 @@ impl Analysis {
             on_analysis_error: OnAnalysisError::default(),
             thresholds: Thresholds::default(),
             metrics: Vec::new(),
+        }
+    }
+}
+
+impl Analysis {
+    /// Analysis against `prometheus_address` with every other field at its default.
+    pub fn with_defaults(prometheus_address: impl Into<String>) -> Self {
+        Analysis {
+            prometheus: PrometheusSpec { address: Some(prometheus_address.into()) },
+            ..Analysis::default()
         }
     }
 }

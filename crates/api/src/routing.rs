@@ -344,8 +344,8 @@ fn check_dns1123_subdomain(field: &str, value: &str) -> Result<(), RoutingDocume
     Ok(())
 }
 
-/// `http(s)://host[:port][/path]` without user info, query or fragment.
-pub(crate) fn endpoint_problem(endpoint: &str) -> Option<&'static str> {
+/// `http(s)://host[:port][/path]` without user info, query or fragment: None, or what is wrong.
+pub fn endpoint_problem(endpoint: &str) -> Option<&'static str> {
     let Ok(url) = url::Url::parse(endpoint) else {
         return Some("must be an absolute http:// or https:// URL, e.g. https://api.openai.com/v1");
     };

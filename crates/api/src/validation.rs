@@ -341,7 +341,9 @@ impl Problems {
 
     fn analysis(&mut self, spec: &ModelRolloutSpec) {
         let analysis: &Analysis = &spec.analysis;
-        self.http_url("spec.analysis.prometheus.address", &analysis.prometheus.address);
+        if let Some(address) = &analysis.prometheus.address {
+            self.http_url("spec.analysis.prometheus.address", address);
+        }
         if analysis.interval < MIN_INTERVAL {
             self.push(
                 "spec.analysis.interval",

@@ -26,6 +26,11 @@ pub struct Config {
     #[arg(long, env = "MODELROLLOUT_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
     pub metrics_address: SocketAddr,
 
+    /// Prometheus for rollouts that do not name one in spec.analysis.prometheus.address,
+    /// e.g. http://prometheus.monitoring:9090.
+    #[arg(long, env = "MODELROLLOUT_PROMETHEUS_ADDRESS", value_parser = parse_prometheus_address)]
+    pub prometheus_address: Option<String>,
+
     /// Longest wait for one Prometheus query (e.g. 10s, 500ms).
     #[arg(long, env = "MODELROLLOUT_PROMETHEUS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub prometheus_timeout: Duration,
@@ -74,6 +79,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     text.parse::<modelrollout_api::Duration>().map(|d| d.as_std()).map_err(|e| e.to_string())
 }
 
+fn parse_prometheus_address(value: &str) -> Result<String, String> {
+    match modelrollout_api::endpoint_problem(value) {
+        None => Ok(value.to_owned()),
+        Some(problem) => Err(format!(
+            "{problem} (the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +123,25 @@ mod tests {
             .to_string();
         assert!(error.contains("--lease-duration"), "{error}");
         assert!(error.contains("30s"), "{error}");
+    }
+
+    /// The default Prometheus must be an http(s) URL; the refusal says what one looks like.
+    #[test]
+    fn prometheus_address_is_a_url() {
+        let config = Config::try_parse_from([
+            "modelrollout-controller",
+            "--prometheus-address",
+            "http://prometheus.monitoring:9090",
+        ])
+        .unwrap();
+        assert_eq!(config.prometheus_address.as_deref(), Some("http://prometheus.monitoring:9090"));
+        let error = Config::try_parse_from([
+            "modelrollout-controller",
+            "--prometheus-address",
+            "prom:9090",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("http://prometheus.monitoring:9090"), "{error}");
     }
 }

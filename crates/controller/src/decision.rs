@@ -34,6 +34,11 @@ type Flow<T = ()> = Result<T, Need>;
 /// How soon to look again while waiting for the proxies to report a new weight.
 pub const PROXY_POLL: StdDuration = StdDuration::from_secs(1);
 
+/// Why a rollout without a Prometheus (its own or the controller's default) cannot start.
+pub const NO_PROMETHEUS: &str = "spec.analysis.prometheus.address is not set and the controller \
+     has no --prometheus-address: set one of them to the Prometheus that scrapes the proxies, \
+     e.g. http://prometheus.monitoring:9090";
+
 /// What the reconciler observed for this call; `None` means "not looked at".
 #[derive(Clone, Debug, Default)]
 pub struct Observations {
@@ -229,6 +234,10 @@ impl<'a> Walk<'a> {
         self.status.observed_generation = self.rollout.metadata.generation;
         if let Err(invalid) = self.rollout.validate() {
             self.invalid_spec(invalid.to_string());
+            return Ok(());
+        }
+        if self.rollout.spec.analysis.prometheus.address.is_none() {
+            self.invalid_spec(NO_PROMETHEUS.to_owned());
             return Ok(());
         }
         self.valid_spec();

@@ -111,6 +111,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         instance: identity,
         written: Default::default(),
+        default_prometheus: config.prometheus_address.clone(),
     });
     let mut shutdown = stop_rx.clone();
     reconcile::run(context, config.namespace.as_deref(), config.concurrency, async move {

@@ -35,6 +35,8 @@ pub struct Context<M> {
     pub instance: String,
     /// The routing documents this process has written, so unchanged ones are not rewritten.
     pub written: routing::Written,
+    /// Prometheus for rollouts that name none (`--prometheus-address`).
+    pub default_prometheus: Option<String>,
 }
 
 impl<M> std::fmt::Debug for Context<M> {
@@ -144,6 +146,16 @@ pub fn error_policy<M>(
 
 async fn apply<M: MetricsSource>(rollout: &ModelRollout, context: &Context<M>) -> Result<Action> {
     let mut watch = Stopwatch::default();
+    let with_default;
+    let rollout = match (&rollout.spec.analysis.prometheus.address, &context.default_prometheus) {
+        (None, Some(address)) => {
+            let mut filled = rollout.clone();
+            filled.spec.analysis.prometheus.address = Some(address.clone());
+            with_default = filled;
+            &with_default
+        }
+        _ => rollout,
+    };
     let now = Timestamp::now();
     let decision = decide_with_observations(rollout, now, context, &mut watch).await?;
     let namespace = rollout.namespace().unwrap_or_default();
@@ -194,7 +206,7 @@ async fn decide_with_observations<M: MetricsSource>(
     watch: &mut Stopwatch,
 ) -> Result<Decision> {
     let target = Target {
-        prometheus: rollout.spec.analysis.prometheus.address.clone(),
+        prometheus: rollout.spec.analysis.prometheus.address.clone().unwrap_or_default(),
         rollout: rollout.name_any(),
         namespace: rollout.namespace().unwrap_or_default(),
     };

@@ -54,13 +54,17 @@ fn faulty(model: &str, edit: impl FnOnce(&mut MockConfig)) -> MockConfig {
 }
 
 /// a. A healthy canary walks the steps to 100 %: Promoted, `kubectl wait` works, and new
-/// traffic goes to the canary.
+/// traffic goes to the canary. The Prometheus is the controller's default, not the rollout's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_canary_is_promoted() -> Result {
     let world = World::new("healthy").await?;
-    let controller = world.controller("controller", &["--leader-elect=false"])?;
+    let flags = ["--leader-elect=false", "--prometheus-address", &world.prometheus];
+    let controller = world.controller("controller", &flags)?;
     let load = Load::start(&world.proxy, 40);
-    world.apply(&world.rollout("chat", three_steps(), &world.prometheus))?;
+    // This rollout names no Prometheus: the controller's --prometheus-address stands in.
+    let mut manifest = world.rollout("chat", three_steps(), &world.prometheus);
+    manifest["spec"]["analysis"].as_object_mut().map(|analysis| analysis.remove("prometheus"));
+    world.apply(&manifest)?;
     let waited = world.namespace.kubectl([
         "wait",
         "modelrollout/chat",

@@ -646,6 +646,22 @@ fn invalid_spec_touches_nothing_then_recovers() {
     assert_eq!(h.condition(ConditionType::InvalidSpec).status, "False");
 }
 
+/// No Prometheus anywhere (neither in the spec nor a controller default filled in by the
+/// reconciler): InvalidSpec naming both ways out, and no routing written.
+#[test]
+fn no_prometheus_is_an_invalid_spec() {
+    let mut h = Harness::with(|r| r.spec.analysis.prometheus.address = None);
+    let d = h.reconcile();
+    assert!(!d.write_routing);
+    let invalid = h.condition(ConditionType::InvalidSpec);
+    assert_eq!(invalid.status, "True");
+    assert!(invalid.message.contains("--prometheus-address"), "{}", invalid.message);
+    assert!(invalid.message.contains("spec.analysis.prometheus.address"), "{}", invalid.message);
+    h.rollout.spec.analysis.prometheus.address = Some("http://prometheus:9090".into());
+    assert!(h.after(1).write_routing);
+    assert_eq!(h.condition(ConditionType::InvalidSpec).status, "False");
+}
+
 /// Restart safety: the same status and time give the same decision, so a controller killed at
 /// any moment neither skips nor repeats a step.
 #[test]
