@@ -59,7 +59,9 @@ pub async fn run<M: MetricsSource + 'static>(
     // The cache keeps every rollout in memory: without their managedFields (the server-side
     // apply bookkeeping, often larger than the spec) and kubectl's last-applied copy of the spec.
     let (reader, writer) = reflector::store();
-    let triggers = watcher(rollouts, watcher::Config::default().any_semantic())
+    // The initial list comes in pages of 500 (kube's default), not as one response holding
+    // every rollout at once.
+    let triggers = watcher(rollouts, watcher::Config::default())
         .default_backoff()
         .modify(|rollout: &mut ModelRollout| {
             rollout.managed_fields_mut().clear();
