@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jiff::Timestamp;
+use kube::api::GetParams;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -52,20 +54,23 @@ pub async fn run<M: MetricsSource + 'static>(
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let rollouts: Api<ModelRollout> = match namespace {
+    // An Api of PartialObjectMeta makes metadata-only requests.
+    let rollouts: Api<PartialObjectMeta<ModelRollout>> = match namespace {
         Some(namespace) => Api::namespaced(context.client.clone(), namespace),
         None => Api::all(context.client.clone()),
     };
-    // The cache keeps every rollout in memory: without their managedFields (the server-side
-    // apply bookkeeping, often larger than the spec) and kubectl's last-applied copy of the spec.
+    // The cache keeps only the metadata of every rollout (name, generation, annotations, ...),
+    // without managedFields and kubectl's last-applied copy: what the watch filter needs. A
+    // reconcile reads the whole rollout from the API server's cache. At 10 000 rollouts a cache
+    // of whole rollouts (spec, conditions, history) held most of the controller's memory.
     let (reader, writer) = reflector::store();
     // The initial list comes in pages of 500 (kube's default), not as one response holding
     // every rollout at once.
     let triggers = watcher(rollouts, watcher::Config::default())
         .default_backoff()
-        .modify(|rollout: &mut ModelRollout| {
-            rollout.managed_fields_mut().clear();
-            rollout.annotations_mut().remove(LAST_APPLIED);
+        .modify(|meta: &mut PartialObjectMeta<ModelRollout>| {
+            meta.managed_fields_mut().clear();
+            meta.annotations_mut().remove(LAST_APPLIED);
         })
         .reflect(writer)
         .applied_objects()
@@ -82,15 +87,22 @@ pub async fn run<M: MetricsSource + 'static>(
         .await;
 }
 
-/// One reconcile of one rollout: finalizer bookkeeping, then apply or clean up.
+/// One reconcile of one rollout: read it, finalizer bookkeeping, then apply or clean up.
 pub async fn reconcile<M: MetricsSource>(
-    rollout: Arc<ModelRollout>,
+    seen: Arc<PartialObjectMeta<ModelRollout>>,
     context: Arc<Context<M>>,
 ) -> Result<Action> {
-    let namespace = rollout.namespace().unwrap_or_default();
-    let name = rollout.name_any();
+    let namespace = seen.namespace().unwrap_or_default();
+    let name = seen.name_any();
     let span = info_span!("reconcile", rollout = %format!("{namespace}/{name}"));
     let api: Api<ModelRollout> = Api::namespaced(context.client.clone(), &namespace);
+    // At least as new as the watch event (served from the API server's cache, not etcd).
+    let at = GetParams::at(seen.resource_version().as_deref().unwrap_or("0"));
+    let rollout = match api.get_with(&name, &at).await {
+        Ok(rollout) => Arc::new(rollout),
+        Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(Action::await_change()),
+        Err(source) => return Err(Error::Read { rollout: format!("{namespace}/{name}"), source }),
+    };
     // A new rollout gets the finalizer first; the rollout is then reconciled in the same pass
     // instead of on the watch event of that write (which `changed_by_others` ignores anyway).
     let adding_finalizer = rollout.meta().deletion_timestamp.is_none()
@@ -122,7 +134,7 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// annotation such as promote or abort, a deletion) or a rollout not seen before. The
 /// controller's own status and finalizer writes are not: it asks for its next look itself
 /// (`requeue_after`), so reconciling on them only repeated the look it had just made.
-fn changed_by_others(rollout: &ModelRollout) -> Option<u64> {
+fn changed_by_others(rollout: &PartialObjectMeta<ModelRollout>) -> Option<u64> {
     let meta = rollout.meta();
     let mut parts: Vec<&str> = vec![meta.uid.as_deref().unwrap_or_default()];
     let generation = meta.generation.unwrap_or_default().to_string();
@@ -137,7 +149,7 @@ fn changed_by_others(rollout: &ModelRollout) -> Option<u64> {
 /// Retries a failed reconcile after a short, fixed pause (the API server or Prometheus may
 /// come back at any moment; the work queue already spreads retries of many rollouts).
 pub fn error_policy<M>(
-    rollout: Arc<ModelRollout>,
+    rollout: Arc<PartialObjectMeta<ModelRollout>>,
     error: &Error,
     context: Arc<Context<M>>,
 ) -> Action {
