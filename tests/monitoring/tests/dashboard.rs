@@ -261,7 +261,7 @@ async fn start_world(
             if let Ok(Ok(response)) =
                 tokio::time::timeout(Duration::from_secs(10), client.request(request)).await
             {
-                let _ = tokio::time::timeout(Duration::from_secs(10), response.collect()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect()).await;
             }
             let started = Instant::now();
             metrics.reconciled(Duration::from_millis(2));
