@@ -319,7 +319,8 @@ fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| fail(e.to_string()))?;
     let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(timeout));
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| fail(e.to_string()))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")
+        .map_err(|e| fail(e.to_string()))?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).map_err(|e| fail(e.to_string()))?;
     let text = String::from_utf8_lossy(&raw);
@@ -353,7 +354,8 @@ mod tests {
     /// Every Grafana variable the dashboard uses is replaced; nothing else changes.
     #[test]
     fn substitutes_grafana_variables() {
-        let expr = r#"sum(rate(x{rollout_namespace="$namespace", rollout="$rollout"}[$__rate_interval]))"#;
+        let expr =
+            r#"sum(rate(x{rollout_namespace="$namespace", rollout="$rollout"}[$__rate_interval]))"#;
         assert_eq!(
             substitute(expr, "shop", "bot", "1m"),
             r#"sum(rate(x{rollout_namespace="shop", rollout="bot"}[1m]))"#
@@ -391,7 +393,8 @@ mod tests {
     /// The promtool version here is the one the Makefile installs.
     #[test]
     fn makefile_installs_this_promtool_version() {
-        let makefile = std::fs::read_to_string(workspace_root().join("Makefile")).expect("Makefile");
+        let makefile =
+            std::fs::read_to_string(workspace_root().join("Makefile")).expect("Makefile");
         assert!(
             makefile.contains(UPSTREAM_PROMTOOL_VERSION),
             "the Makefile does not install promtool {UPSTREAM_PROMTOOL_VERSION}: update one of them"

@@ -15,7 +15,8 @@ const PROMTOOLS: [Tool; 2] = [Tool::DebianPromtool, Tool::UpstreamPromtool];
 
 fn load(file: &str) -> Result<Value> {
     let path = monitoring_dir().join(file);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -35,7 +36,12 @@ fn alerts() -> Result<Vec<Value>> {
 fn rules_pass_promtool_check() -> Result<()> {
     for tool in PROMTOOLS {
         let out = tool.run(&monitoring_dir(), &["check", "rules", RULES])?;
-        ensure!(out.success(), "{} check rules {RULES} failed:\n{}", tool.path().display(), out.text);
+        ensure!(
+            out.success(),
+            "{} check rules {RULES} failed:\n{}",
+            tool.path().display(),
+            out.text
+        );
         ensure!(out.text.contains("SUCCESS"), "unexpected output:\n{}", out.text);
     }
     Ok(())
@@ -47,7 +53,12 @@ fn rules_pass_promtool_check() -> Result<()> {
 fn rule_unit_tests_pass() -> Result<()> {
     for tool in PROMTOOLS {
         let out = tool.run(&monitoring_dir(), &["test", "rules", RULE_TESTS])?;
-        ensure!(out.success(), "{} test rules {RULE_TESTS} failed:\n{}", tool.path().display(), out.text);
+        ensure!(
+            out.success(),
+            "{} test rules {RULE_TESTS} failed:\n{}",
+            tool.path().display(),
+            out.text
+        );
         ensure!(out.text.contains("SUCCESS"), "unexpected output:\n{}", out.text);
     }
     Ok(())
@@ -115,7 +126,8 @@ fn every_alert_is_tested_firing_and_silent() -> Result<()> {
     let mut problems = Vec::new();
     for alert in alerts()? {
         let name = alert["alert"].as_str().unwrap_or_default();
-        let of_alert: Vec<_> = cases.iter().filter(|c| c["alertname"].as_str() == Some(name)).collect();
+        let of_alert: Vec<_> =
+            cases.iter().filter(|c| c["alertname"].as_str() == Some(name)).collect();
         let fires = |c: &&&Value| c["exp_alerts"].as_sequence().is_some_and(|a| !a.is_empty());
         if !of_alert.iter().any(fires) {
             problems.push(format!("{name}: no test where it fires"));

@@ -9,7 +9,8 @@ use serde_yaml::Value;
 /// `promtool check config` accepts the scrape config and the rule file it loads.
 #[test]
 fn scrape_config_passes_promtool() -> Result<()> {
-    let out = Tool::UpstreamPromtool.run(&monitoring_dir(), &["check", "config", "prometheus.yml"])?;
+    let out =
+        Tool::UpstreamPromtool.run(&monitoring_dir(), &["check", "config", "prometheus.yml"])?;
     ensure!(out.success(), "promtool check config prometheus.yml failed:\n{}", out.text);
     ensure!(
         out.text.contains("SUCCESS: 1 rule files found"),

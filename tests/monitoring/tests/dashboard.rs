@@ -82,7 +82,8 @@ fn dashboard_queries(dashboard: &Value) -> Result<Vec<DashboardQuery>> {
 
 fn load_dashboard() -> Result<Value> {
     let path = monitoring_dir().join("grafana-dashboard.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -95,7 +96,10 @@ fn dashboard_is_well_formed() -> Result<()> {
     let mut ids = BTreeSet::new();
     for panel in panels {
         let title = panel["title"].as_str().unwrap_or_default();
-        ensure!(ids.insert(panel["id"].as_u64().context("panel without id")?), "duplicate id: {title}");
+        ensure!(
+            ids.insert(panel["id"].as_u64().context("panel without id")?),
+            "duplicate id: {title}"
+        );
         if panel["type"] != "row" {
             ensure!(panel["datasource"]["uid"] == "${datasource}", "{title}: fixed data source");
         }
@@ -112,7 +116,12 @@ fn dashboard_is_well_formed() -> Result<()> {
         ensure!(titles.contains(&wanted), "no panel {wanted:?}; panels: {titles:?}");
     }
     for query in dashboard_queries(&dashboard)? {
-        ensure!(!query.promql.contains('$'), "{}: undefined variable in {}", query.origin, query.promql);
+        ensure!(
+            !query.promql.contains('$'),
+            "{}: undefined variable in {}",
+            query.origin,
+            query.promql
+        );
     }
     Ok(())
 }
@@ -155,7 +164,10 @@ fn every_query_returns_data_from_a_real_proxy() -> Result<()> {
             break;
         }
         if started.elapsed() > DATA_TIMEOUT {
-            bail!("after {DATA_TIMEOUT:?} these queries still return nothing:\n{}", empty.join("\n"));
+            bail!(
+                "after {DATA_TIMEOUT:?} these queries still return nothing:\n{}",
+                empty.join("\n")
+            );
         }
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -261,7 +273,9 @@ async fn start_world(
             if let Ok(Ok(response)) =
                 tokio::time::timeout(Duration::from_secs(10), client.request(request)).await
             {
-                let _ = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect()).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+                        .await;
             }
             let started = Instant::now();
             metrics.reconciled(Duration::from_millis(2));
