@@ -256,11 +256,11 @@ async fn start_world(
         let _servers = (stable, canary, proxy);
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         let url = format!("{base}/chat/completions");
-        let mut n = 0u64;
+        let mut streamed = false;
         while !stop.load(Ordering::Relaxed) {
-            n += 1;
+            streamed = !streamed;
             // Alternate plain and streamed requests: streams give the time to first token.
-            let body = if n % 2 == 0 {
+            let body = if !streamed {
                 json!({"model": ALIAS, "messages": [{"role": "user", "content": "hi"}]})
             } else {
                 json!({"model": ALIAS, "stream": true, "stream_options": {"include_usage": true},
