@@ -18,6 +18,12 @@ IMAGE_BIN_DIR := target/$(if $(filter dev,$(IMAGE_PROFILE)),debug,$(IMAGE_PROFIL
 NODE ?=
 # Python tools the tests drive (the official `openai` client) live in a virtualenv of our own.
 VENV := .cache/venv
+# Debian's promtool is built without Kubernetes discovery, so deploy/monitoring/prometheus.yml is
+# checked by upstream's, built once per machine from the Prometheus Go module (3.x; the version
+# is also in tests/monitoring/src/lib.rs).
+PROMTOOL_VERSION := v0.316.0
+UPSTREAM_PROMTOOL := $(HOME)/.cache/modelrollout/promtool-$(PROMTOOL_VERSION)/promtool
+GO ?= $(or $(shell command -v go),/usr/local/go/bin/go)
 
 .PHONY: help
 help: ## list the targets
@@ -109,7 +115,7 @@ sim: ## simulate thousands of rollouts: sequential judge vs Flagger/Argo-style t
 	$(CARGO) run --release --quiet -p modelrollout-sim -- --write docs/decisions.md
 
 .PHONY: deps
-deps: ## install what the tests need on a fresh machine (Debian packages incl. prometheus, the openai client)
+deps: ## install what the tests need on a fresh machine (Debian packages incl. prometheus and amtool, upstream promtool, the openai client)
 	@mkdir -p .cache
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
 	@[ -x $(VENV)/bin/python ] || python3 -m venv $(VENV)
@@ -117,6 +123,12 @@ deps: ## install what the tests need on a fresh machine (Debian packages incl. p
 	@# the analysis tests start their own Prometheus: Debian's service is stopped and disabled
 	@[ -x /usr/bin/prometheus ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
 	  && { systemctl disable --now prometheus || service prometheus stop; } >/dev/null 2>&1 || true; }
+	@# amtool checks deploy/monitoring/alertmanager.yml; the Alertmanager service itself is not wanted
+	@[ -x /usr/bin/amtool ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager \
+	  && { systemctl disable --now prometheus-alertmanager || service prometheus-alertmanager stop; } >/dev/null 2>&1 || true; }
+	@[ -x $(UPSTREAM_PROMTOOL) ] || { echo "building promtool $(PROMTOOL_VERSION) with Kubernetes discovery (once per machine; log in .cache/promtool-build.log)"; \
+	  GOBIN=$(dir $(UPSTREAM_PROMTOOL)) $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION) >.cache/promtool-build.log 2>&1 \
+	  || { tail -20 .cache/promtool-build.log; exit 1; }; }
 	@# the node beside the local control plane: container runtime, CNI plugins, the forwarders
 	@command -v containerd >/dev/null && command -v runc >/dev/null && [ -x /usr/lib/cni/bridge ] && command -v socat >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc containernetworking-plugins socat; }
