@@ -107,6 +107,20 @@ cluster-up: control-plane $(if $(NODE),images) ## start a local control plane fo
 node-up: ## the same as `make cluster-up NODE=1`
 	$(MAKE) cluster-up NODE=1
 
+.PHONY: demo
+demo: ## the whole story on a local cluster with a node: chart, Prometheus, a rollout promoted live, one rolled back (DEMO_KEEP=1 keeps it up)
+	@echo "==> [1/4] what a fresh machine lacks: Debian packages, the openai client (make deps)"
+	@$(MAKE) --no-print-directory deps
+	@echo "==> [2/4] the pinned Kubernetes binaries (first time: about 20 minutes of Go builds, then cached)"
+	@$(MAKE) --no-print-directory control-plane
+	@echo "==> [3/4] our binaries and their images (first time: a debug build of the workspace, ~10 minutes)"
+	@$(MAKE) --no-print-directory images IMAGE_PROFILE=dev
+	@echo "==> [4/4] the demo (about 2 minutes)"
+	@MODELROLLOUT_CONTROL_PLANE="$$($(CONTROL_PLANE_BUILD) 2>/dev/null)" \
+	MODELROLLOUT_NODE_BINARIES="$$($(NODE_BUILD) 2>/dev/null)" \
+	MODELROLLOUT_IMAGES="$(CURDIR)/$(IMAGE_DIR)" \
+	target/debug/modelrollout-demo
+
 .PHONY: cluster-down
 cluster-down: ## stop the local control plane started by cluster-up
 	$(CARGO) run --quiet -p modelrollout-testcluster --bin testcluster -- down --dir .cache/cluster
