@@ -115,7 +115,7 @@ demo: ## the whole story on a local cluster with a node: chart, Prometheus, a ro
 	@$(MAKE) --no-print-directory control-plane
 	@echo "==> [3/4] our binaries and their images (first time: a debug build of the workspace, ~10 minutes)"
 	@$(MAKE) --no-print-directory images IMAGE_PROFILE=dev
-	@echo "==> [4/4] the demo (about 2 minutes)"
+	@echo "==> [4/4] the demo (about a minute)"
 	@MODELROLLOUT_CONTROL_PLANE="$$($(CONTROL_PLANE_BUILD) 2>/dev/null)" \
 	MODELROLLOUT_NODE_BINARIES="$$($(NODE_BUILD) 2>/dev/null)" \
 	MODELROLLOUT_IMAGES="$(CURDIR)/$(IMAGE_DIR)" \

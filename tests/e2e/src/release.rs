@@ -518,6 +518,14 @@ impl<'c> ChartWorld<'c> {
     }
 }
 
+impl Drop for ChartWorld<'_> {
+    /// Removes the folder of logs and sockets; the forwards and Prometheus stop right after,
+    /// as their fields drop.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A mock model server as a hardened Deployment with a readiness probe.
 fn mockllm_deployment(upstream: &Upstream) -> Value {
     let labels = json!({"app": upstream.name});

@@ -7,7 +7,7 @@
 //! Everything stops and is removed at the end; with `DEMO_KEEP=1` it keeps running, prints how
 //! to reach it, and stops on Ctrl-C.
 
-use std::process::{ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use modelrollout_e2e::release::{ChartWorld, Upstream, kubectl_ok};
@@ -81,6 +81,9 @@ fn run(runtime: &tokio::runtime::Runtime, started: Instant, keep: bool) -> Resul
     );
     say("$ kubectl modelrollout -n demo status chat-assistant --watch");
     let promoted = watch(&world, "chat-assistant")?;
+    if promoted != "Promoted" {
+        return Err(format!("chat-assistant ended {promoted}, not Promoted").into());
+    }
     say(&format!("chat-assistant: {promoted} ({} requests sent so far)", load.sent()));
 
     // 2. A canary that fails 30 % of its requests, rolled back on its own.
@@ -97,7 +100,10 @@ fn run(runtime: &tokio::runtime::Runtime, started: Instant, keep: bool) -> Resul
     say("$ kubectl modelrollout -n demo status summarizer --watch");
     let outcome = watch(&world, "summarizer")?;
     let rollout = world.get("summarizer")?;
-    say(&format!("summarizer: {outcome}"));
+    if outcome != "RolledBack" {
+        return Err(format!("summarizer ended {outcome}, not RolledBack").into());
+    }
+    say(&format!("summarizer: {outcome}, all its traffic back on gpt-4.1"));
     explain_rollback(&rollout);
 
     if keep {
@@ -117,9 +123,12 @@ fn watch(world: &ChartWorld<'_>, name: &str) -> Result<String, BoxError> {
     let plugin = binary("kubectl-modelrollout")?;
     let plugin_dir = plugin.parent().ok_or("plugin without a folder")?;
     let path = format!("{}:{}", plugin_dir.display(), std::env::var("PATH").unwrap_or_default());
-    let mut command = world.cluster.kubectl_command();
+    // kubectl takes no flag before a plugin's name: the kubeconfig goes in the environment.
+    let mut command = Command::new(world.cluster.binaries().kubectl());
     command
         .args(["modelrollout", "-n", NAMESPACE, "status", name, "--watch"])
+        .env("KUBECONFIG", world.cluster.kubeconfig_path())
+        .env("KUBECACHEDIR", world.cluster.dir().join("kube-cache"))
         .env("PATH", path)
         .stdin(Stdio::null());
     let mut child = command.spawn()?;
@@ -140,7 +149,7 @@ fn watch(world: &ChartWorld<'_>, name: &str) -> Result<String, BoxError> {
 
 /// The reason and the numbers behind a rollback, from the rollout's status.
 fn explain_rollback(rollout: &Value) {
-    if let Some(why) = condition(rollout, "RolledBack") {
+    if let Some(why) = condition(rollout, "RolledBack").filter(|c| c["status"] == "True") {
         println!(
             "\n  RolledBack: {}: {}",
             why["reason"].as_str().unwrap_or_default(),
