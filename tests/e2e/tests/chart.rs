@@ -345,3 +345,26 @@ fn uninstall(world: &ChartWorld<'_>, controller: &str) -> Result<()> {
     );
     Ok(())
 }
+
+/// The sidecar examples of deploy/sidecar are objects the API server accepts as written
+/// (a server-side dry run: schema, defaults, admission), so a reader can apply them.
+#[test]
+fn sidecar_examples_are_accepted_by_the_api_server() -> Result<()> {
+    let cluster = cluster()?;
+    let namespace = cluster.namespace()?;
+    let dir = modelrollout_e2e::workspace_root().join("deploy/sidecar");
+    for name in ["api-watch.yaml", "mounted-file.yaml"] {
+        let file = dir.join(name).display().to_string();
+        let output = namespace.kubectl(["apply", "--dry-run=server", "-f", file.as_str()])?;
+        ensure!(
+            output.status.success(),
+            "deploy/sidecar/{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        progress(&format!(
+            "deploy/sidecar/{name}: accepted ({})",
+            String::from_utf8_lossy(&output.stdout).trim().replace('\n', ", ")
+        ));
+    }
+    Ok(())
+}
