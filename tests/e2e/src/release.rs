@@ -238,8 +238,8 @@ pub struct ChartWorld<'c> {
     pub net: NodeNet,
     /// Prometheus on host loopback.
     pub prometheus: TestPrometheus,
-    /// Upstream name → its base URL (`http://POD_IP:8081/v1`).
-    pub upstreams: Vec<(String, String)>,
+    /// Each upstream deployed, with its base URL (`http://POD_IP:8081/v1`).
+    pub upstreams: Vec<(Upstream, String)>,
     /// The gateway's OpenAI API on the host.
     pub gateway: Option<Forward>,
     /// What Prometheus scrapes (pod name, forward).
@@ -290,7 +290,7 @@ impl<'c> ChartWorld<'c> {
             "items": upstreams.iter().map(mockllm_deployment).collect::<Vec<_>>()}))?;
         for upstream in upstreams {
             let ip = world.wait_pod_ip(&format!("app={}", upstream.name))?;
-            world.upstreams.push((upstream.name.to_owned(), format!("http://{ip}:8081/v1")));
+            world.upstreams.push((upstream.clone(), format!("http://{ip}:8081/v1")));
         }
         Ok(world)
     }
@@ -414,12 +414,12 @@ impl<'c> ChartWorld<'c> {
         Ok(ip.clone())
     }
 
-    /// The base URL of an upstream deployed by [`ChartWorld::prepare`].
-    pub fn upstream(&self, name: &str) -> Result<&str, BoxError> {
+    /// An upstream deployed by [`ChartWorld::prepare`] as a rollout arm: its model and URL.
+    pub fn upstream(&self, name: &str) -> Result<Value, BoxError> {
         self.upstreams
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, url)| url.as_str())
+            .find(|(upstream, _)| upstream.name == name)
+            .map(|(upstream, url)| json!({"model": upstream.model, "endpoint": url}))
             .ok_or_else(|| format!("no upstream {name}").into())
     }
 
@@ -440,8 +440,8 @@ impl<'c> ChartWorld<'c> {
             "metadata": {"name": name, "namespace": self.namespace},
             "spec": {
                 "model": alias,
-                "stable": {"model": "gpt-4.1", "endpoint": self.upstream(stable)?},
-                "canary": {"model": "claude-sonnet-4.5", "endpoint": self.upstream(canary)?},
+                "stable": self.upstream(stable)?,
+                "canary": self.upstream(canary)?,
                 "routing": {"configMapRef": {"name": ROUTER}, "stickiness": {"headers": ["X-Session-ID"]}},
                 "strategy": {"steps": steps},
                 "analysis": {
