@@ -14,6 +14,12 @@ IMAGE_DIR := .cache/images
 # Cargo profile of the imaged binaries (`make images IMAGE_PROFILE=dev` reuses the test build).
 IMAGE_PROFILE ?= release
 IMAGE_BIN_DIR := target/$(if $(filter dev,$(IMAGE_PROFILE)),debug,$(IMAGE_PROFILE))
+# Files the Helm chart carries a copy of (source:copy): `make crds` copies, `make crd-check` compares.
+CHART := charts/modelrollout
+CHART_COPIES := crds/modelrollout.yaml:$(CHART)/crds/modelrollout.yaml \
+  deploy/rbac/clusterrole.yaml:$(CHART)/files/rbac/clusterrole.yaml \
+  deploy/rbac/leader-election-role.yaml:$(CHART)/files/rbac/leader-election-role.yaml \
+  deploy/monitoring/alerts.rules.yaml:$(CHART)/files/alerts.rules.yaml
 # `make cluster-up NODE=1` also runs a node (containerd, kubelet, scheduler, controller-manager).
 NODE ?=
 # Python tools the tests drive (the official `openai` client) live in a virtualenv of our own.
@@ -34,7 +40,7 @@ build: ## build every binary (release)
 	$(CARGO) build --release --workspace --bins
 
 .PHONY: test
-test: deps lint crd-check control-plane ## everything CI checks: format, clippy, CRD drift, unit, component and end-to-end tests
+test: deps lint crd-check control-plane chart-lint ## everything CI checks: format, clippy, CRD drift, unit, component and end-to-end tests
 	@# debug images: the test build compiles those binaries anyway (a release build would double CI's time)
 	$(MAKE) --no-print-directory images IMAGE_PROFILE=dev
 	MODELROLLOUT_CONTROL_PLANE="$$($(CONTROL_PLANE_BUILD))" \
@@ -58,6 +64,9 @@ crds: ## regenerate crds/modelrollout.yaml from the Rust types
 	@# through a temporary file: a redirect straight into crds/ would empty it while crdgen compiles
 	$(CARGO) run --quiet -p modelrollout-api --bin crdgen > .cache/crd.yaml
 	mv .cache/crd.yaml crds/modelrollout.yaml
+	@# the chart carries copies (Helm reads only files inside the chart); a missing source is skipped
+	@for pair in $(CHART_COPIES); do src=$${pair%%:*}; dst=$${pair#*:}; \
+	  if [ -f $$src ]; then mkdir -p $$(dirname $$dst) && cp $$src $$dst; fi; done
 
 .PHONY: crd-check
 crd-check: ## fail when crds/ differs from what the code generates
@@ -65,6 +74,15 @@ crd-check: ## fail when crds/ differs from what the code generates
 	@$(CARGO) run --quiet -p modelrollout-api --bin crdgen > .cache/crd.yaml
 	@diff -u crds/modelrollout.yaml .cache/crd.yaml || \
 	  { echo "crds/modelrollout.yaml is out of date with the code: run 'make crds' and commit it"; exit 1; }
+	@for pair in $(CHART_COPIES); do src=$${pair%%:*}; dst=$${pair#*:}; \
+	  if [ -f $$src ]; then diff -u $$dst $$src || \
+	    { echo "$$dst differs from $$src: run 'make crds' and commit it"; exit 1; }; fi; done
+
+.PHONY: chart-lint
+chart-lint: control-plane ## helm lint --strict of charts/modelrollout, with its defaults and with every option on
+	@helm="$$($(CONTROL_PLANE_BUILD))/helm"; \
+	  "$$helm" lint --strict $(CHART) && \
+	  for values in $(CHART)/ci/*-values.yaml; do "$$helm" lint --strict $(CHART) --values $$values; done
 
 .PHONY: control-plane
 control-plane: ## build the pinned etcd, kube-apiserver, kubectl, helm, kubelet, kube-controller-manager, kube-scheduler (cached)
@@ -94,6 +112,20 @@ cluster-up: control-plane $(if $(NODE),images) ## start a local control plane fo
 .PHONY: node-up
 node-up: ## the same as `make cluster-up NODE=1`
 	$(MAKE) cluster-up NODE=1
+
+.PHONY: demo
+demo: ## the whole story on a local cluster with a node: chart, Prometheus, a rollout promoted live, one rolled back (DEMO_KEEP=1 keeps it up)
+	@echo "==> [1/4] what a fresh machine lacks: Debian packages, the openai client (make deps)"
+	@$(MAKE) --no-print-directory deps
+	@echo "==> [2/4] the pinned Kubernetes binaries (first time: about 20 minutes of Go builds, then cached)"
+	@$(MAKE) --no-print-directory control-plane
+	@echo "==> [3/4] our binaries and their images (first time: a debug build of the workspace, ~10 minutes)"
+	@$(MAKE) --no-print-directory images IMAGE_PROFILE=dev
+	@echo "==> [4/4] the demo (about a minute)"
+	@MODELROLLOUT_CONTROL_PLANE="$$($(CONTROL_PLANE_BUILD) 2>/dev/null)" \
+	MODELROLLOUT_NODE_BINARIES="$$($(NODE_BUILD) 2>/dev/null)" \
+	MODELROLLOUT_IMAGES="$(CURDIR)/$(IMAGE_DIR)" \
+	target/debug/modelrollout-demo
 
 .PHONY: cluster-down
 cluster-down: ## stop the local control plane started by cluster-up
