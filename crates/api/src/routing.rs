@@ -474,7 +474,7 @@ mod tests {
     use serde_json::{Value, json};
 
     /// The example of docs/routing-document.md.
-    fn design_example() -> Value {
+    fn complete_example() -> Value {
         json!({"version": 1, "rollout": "chat-assistant", "namespace": "ai", "generation": 3,
          "model": "chat-default",
          "stable": {"model": "gpt-4.1", "endpoint": "https://api.openai.com/v1", "credential": "openai/api-key"},
@@ -489,15 +489,15 @@ mod tests {
 
     /// Applies `edit` to the design example and returns the result.
     fn edited(edit: impl FnOnce(&mut Value)) -> Value {
-        let mut v = design_example();
+        let mut v = complete_example();
         edit(&mut v);
         v
     }
 
     /// The documented example parses into the expected fields.
     #[test]
-    fn parses_design_example() {
-        let doc = parse_value(&design_example()).unwrap();
+    fn parses_complete_example() {
+        let doc = parse_value(&complete_example()).unwrap();
         assert_eq!(doc.rollout, "chat-assistant");
         assert_eq!(doc.canary_weight, 25);
         assert_eq!(doc.phase, Phase::Progressing);
@@ -510,7 +510,7 @@ mod tests {
     #[test]
     fn round_trips_through_canonical_json() {
         let table = [
-            design_example(),
+            complete_example(),
             // optional fields absent
             edited(|v| {
                 v["stable"].as_object_mut().unwrap().remove("credential");
@@ -799,7 +799,7 @@ mod tests {
     /// validate() applies the same rules to documents built in code.
     #[test]
     fn validate_checks_documents_built_in_code() {
-        let good = parse_value(&design_example()).unwrap();
+        let good = parse_value(&complete_example()).unwrap();
         assert_eq!(good.validate(), Ok(()));
         let table: Vec<(&str, RoutingDocument, &str)> = vec![
             ("version", RoutingDocument { version: 7, ..good.clone() }, "field version is 7"),

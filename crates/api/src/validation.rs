@@ -493,7 +493,7 @@ impl Problems {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::tests::design_example;
+    use crate::rollout::tests::complete_example;
     use serde_json::{Value, json};
     use std::path::{Path, PathBuf};
 
@@ -511,18 +511,18 @@ mod tests {
         files
     }
 
-    /// The DESIGN.md example, edited as JSON, then validated.
+    /// The complete example, edited as JSON, then validated.
     fn validate_edited(edit: impl FnOnce(&mut Value)) -> Result<(), String> {
-        let mut value = serde_json::to_value(design_example()).unwrap();
+        let mut value = serde_json::to_value(complete_example()).unwrap();
         edit(&mut value["spec"]);
         let rollout: ModelRollout = serde_json::from_value(value).map_err(|e| e.to_string())?;
         rollout.validate().map_err(|e| e.to_string())
     }
 
-    /// The DESIGN.md example and every file in deploy/examples pass.
+    /// The complete example and every file in deploy/examples pass.
     #[test]
     fn valid_rollouts_pass() {
-        assert_eq!(design_example().validate(), Ok(()));
+        assert_eq!(complete_example().validate(), Ok(()));
         let examples = yaml_files(&repo_dir("deploy/examples"));
         assert!(examples.len() >= 3, "{examples:?}");
         for file in examples {
