@@ -13,8 +13,8 @@ use crate::rollout::{
     Thresholds,
 };
 use crate::routing::{
-    endpoint_problem, is_dns1123_label, is_dns1123_subdomain, is_http_header_name, is_secret_key,
-    same_endpoint,
+    HEADER_NAME_FIX, endpoint_problem, is_dns1123_label, is_dns1123_subdomain, is_http_header_name,
+    is_secret_key, same_endpoint,
 };
 use crate::{Duration, Error, Result};
 
@@ -256,11 +256,11 @@ impl Problems {
             );
         }
         for (i, header) in stickiness.headers.iter().enumerate() {
-            if !is_http_header_name(header) || header.len() > 128 {
+            if !is_http_header_name(header) {
                 self.push(
                     format!("spec.routing.stickiness.headers[{i}]"),
                     format!("{header:?}"),
-                    "must be an HTTP header name without spaces, e.g. X-Session-ID",
+                    HEADER_NAME_FIX,
                 );
             }
         }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use modelrollout_api::parse_duration;
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -67,11 +68,6 @@ pub struct Config {
     /// This replica's name in the Lease and in Events (default: POD_NAME, else the host name).
     #[arg(long, env = "MODELROLLOUT_IDENTITY")]
     pub identity: Option<String>,
-}
-
-/// Parses a duration in the rollout grammar (`30s`, `1m30s`, `500ms`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    text.parse::<modelrollout_api::Duration>().map(|d| d.as_std()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
