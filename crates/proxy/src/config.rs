@@ -99,15 +99,15 @@ pub struct ProxyArgs {
     pub max_inflight_body_bytes: usize,
 
     /// Time allowed for a client to send a request's headers (HTTP/1.1; also how long a
-    /// keep-alive connection may wait for its next request). 0 disables it.
+    /// keep-alive connection may wait for its next request). 0s disables it.
     #[arg(long, env = "MODELROLLOUT_PROXY_CLIENT_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub client_header_timeout: Duration,
 
-    /// Time allowed for a client to send a whole request body; slower ones get 408. 0 disables it.
+    /// Time allowed for a client to send a whole request body; slower ones get 408. 0s disables it.
     #[arg(long, env = "MODELROLLOUT_PROXY_CLIENT_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub client_body_timeout: Duration,
 
-    /// A client connection with no request in flight for this long is closed. 0 disables it.
+    /// A client connection with no request in flight for this long is closed. 0s disables it.
     #[arg(long, env = "MODELROLLOUT_PROXY_CLIENT_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration, value_name = "DURATION")]
     pub client_idle_timeout: Duration,
 
