@@ -2,19 +2,20 @@
 //! routing document the controller writes and the proxy reads. Pure types and validation, no I/O.
 
 pub mod duration;
+pub mod endpoint;
 pub mod rollout;
 pub mod routing;
 pub mod validation;
 pub mod vocabulary;
 
-pub use duration::{Duration, DurationError};
+pub use duration::{Duration, DurationError, parse_duration};
+pub use endpoint::Endpoint;
 pub use rollout::{
     Analysis, AnalysisPoint, AnalysisResult, ArmMeasurements, CustomMetric, ModelRollout,
     ModelRolloutSpec, ModelRolloutStatus, ModelTarget, OnAnalysisError, Step, StepAction,
 };
 pub use routing::{
     ROUTING_DOCUMENT_VERSION, RoutingArm, RoutingDocument, RoutingDocumentError, Stickiness,
-    endpoint_problem,
 };
 pub use validation::{InvalidSpec, QueryValues, SpecProblem, render_query};
 pub use vocabulary::{

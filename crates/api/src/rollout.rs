@@ -1,4 +1,4 @@
-//! The `ModelRollout` custom resource (DESIGN.md §2): spec, status and the schema rules the API
+//! The `ModelRollout` custom resource (docs/resource.md): spec, status and the schema rules the API
 //! server enforces. Doc comments on fields become the `kubectl explain` text, so they say what a
 //! field does, its unit, its default and what happens when it is left out.
 
@@ -440,7 +440,7 @@ pub struct CustomMetric {
     pub max: Option<f64>,
 }
 
-// === defaults (DESIGN.md §2: production practice) ===
+// === defaults (docs/resource.md says why each) ===
 
 /// Default `analysis.interval`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
@@ -808,8 +808,8 @@ pub(crate) mod tests {
     use super::*;
     use serde_json::{Value, json};
 
-    /// The example of DESIGN.md §2.
-    const DESIGN_EXAMPLE: &str = r#"
+    /// A complete rollout with a status, as the controller writes it mid-rollout.
+    const COMPLETE_EXAMPLE: &str = r#"
 apiVersion: rollouts.modelops.io/v1alpha1
 kind: ModelRollout
 metadata: {name: chat-assistant, namespace: ai, generation: 3}
@@ -871,18 +871,18 @@ status:
     - {type: RolledBack, status: "True", reason: ErrorRateExceeded, message: "canary error rate 9.1% > 5%", lastTransitionTime: "2026-11-27T10:00:00Z"}
 "#;
 
-    pub(crate) fn design_example() -> ModelRollout {
-        serde_yaml::from_str(DESIGN_EXAMPLE).unwrap()
+    pub(crate) fn complete_example() -> ModelRollout {
+        serde_yaml::from_str(COMPLETE_EXAMPLE).unwrap()
     }
 
     fn crd_json() -> Value {
         serde_json::to_value(crate::crd()).unwrap()
     }
 
-    /// The DESIGN.md example reads into typed fields and survives a JSON round trip.
+    /// The complete example reads into typed fields and survives a JSON round trip.
     #[test]
-    fn design_example_round_trips() {
-        let rollout = design_example();
+    fn complete_example_round_trips() {
+        let rollout = complete_example();
         let spec = &rollout.spec;
         assert_eq!(spec.analysis.interval, Duration::from_secs(60));
         assert_eq!(
@@ -901,9 +901,9 @@ status:
         assert_eq!(serde_json::from_value::<ModelRollout>(json).unwrap(), rollout);
     }
 
-    /// Fields left out take the defaults of DESIGN.md §2, in Rust as in the schema.
+    /// Fields left out take the defaults of docs/resource.md, in Rust as in the schema.
     #[test]
-    fn defaults_match_design() {
+    fn defaults_match_resource_doc() {
         let spec: ModelRolloutSpec = serde_json::from_value(json!({
             "model": "m", "stable": {"model": "a", "endpoint": "http://a"},
             "canary": {"model": "b", "endpoint": "http://b"},
@@ -930,7 +930,7 @@ status:
         }
     }
 
-    /// Group, names, scope, status subresource and the printer columns of DESIGN.md §2.
+    /// Group, names, scope, status subresource and the printer columns of docs/resource.md.
     #[test]
     fn crd_identity_and_columns() {
         let crd = crd_json();
@@ -1013,7 +1013,7 @@ status:
         assert!(problems.is_empty(), "{problems:#?}");
     }
 
-    /// Each rule of issue 2 is in the schema with a message that names the field.
+    /// Each CEL rule is in the schema with a message that names the field.
     #[test]
     fn schema_carries_the_cel_rules() {
         let json = serde_json::to_string(&crate::crd()).unwrap();
@@ -1082,7 +1082,7 @@ status:
     /// The routing document carries the spec's arms, secret names (not secrets) and the weight.
     #[test]
     fn routing_document_from_rollout() {
-        let rollout = design_example();
+        let rollout = complete_example();
         let doc = rollout.routing_document(25, Phase::Progressing).unwrap();
         assert_eq!(doc.rollout, "chat-assistant");
         assert_eq!(doc.namespace, "ai");
@@ -1095,7 +1095,7 @@ status:
         assert!(!doc.stable.pass_caller_authorization && !doc.canary.allow_insecure);
 
         // Per-arm key options and the creation time (to the second) are carried over.
-        let mut rollout = design_example();
+        let mut rollout = complete_example();
         rollout.spec.canary.credentials_secret_ref = None;
         rollout.spec.canary.pass_caller_authorization = true;
         rollout.spec.canary.endpoint = "http://relay.example.com/v1".to_owned();
@@ -1117,7 +1117,7 @@ status:
             (RoutingCase::Weight(140), "canaryWeight is 140"),
         ];
         for (case, expected) in table {
-            let mut rollout = design_example();
+            let mut rollout = complete_example();
             let weight = match case {
                 RoutingCase::NoNamespace => {
                     rollout.metadata.namespace = None;

@@ -13,8 +13,8 @@ use crate::rollout::{
     Thresholds,
 };
 use crate::routing::{
-    endpoint_problem, is_dns1123_label, is_dns1123_subdomain, is_http_header_name, is_secret_key,
-    same_endpoint,
+    HEADER_NAME_FIX, endpoint_problem, is_dns1123_label, is_dns1123_subdomain, is_http_header_name,
+    is_secret_key, same_endpoint,
 };
 use crate::{Duration, Error, Result};
 
@@ -256,11 +256,11 @@ impl Problems {
             );
         }
         for (i, header) in stickiness.headers.iter().enumerate() {
-            if !is_http_header_name(header) || header.len() > 128 {
+            if !is_http_header_name(header) {
                 self.push(
                     format!("spec.routing.stickiness.headers[{i}]"),
                     format!("{header:?}"),
-                    "must be an HTTP header name without spaces, e.g. X-Session-ID",
+                    HEADER_NAME_FIX,
                 );
             }
         }
@@ -495,7 +495,7 @@ impl Problems {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::tests::design_example;
+    use crate::rollout::tests::complete_example;
     use serde_json::{Value, json};
     use std::path::{Path, PathBuf};
 
@@ -513,18 +513,18 @@ mod tests {
         files
     }
 
-    /// The DESIGN.md example, edited as JSON, then validated.
+    /// The complete example, edited as JSON, then validated.
     fn validate_edited(edit: impl FnOnce(&mut Value)) -> Result<(), String> {
-        let mut value = serde_json::to_value(design_example()).unwrap();
+        let mut value = serde_json::to_value(complete_example()).unwrap();
         edit(&mut value["spec"]);
         let rollout: ModelRollout = serde_json::from_value(value).map_err(|e| e.to_string())?;
         rollout.validate().map_err(|e| e.to_string())
     }
 
-    /// The DESIGN.md example and every file in deploy/examples pass.
+    /// The complete example and every file in deploy/examples pass.
     #[test]
     fn valid_rollouts_pass() {
-        assert_eq!(design_example().validate(), Ok(()));
+        assert_eq!(complete_example().validate(), Ok(()));
         let examples = yaml_files(&repo_dir("deploy/examples"));
         assert!(examples.len() >= 3, "{examples:?}");
         for file in examples {

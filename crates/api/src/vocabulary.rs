@@ -276,7 +276,7 @@ mod tests {
         assert_eq!(err, "unknown verdict \"Maybe\": use one of Pass, Fail, Inconclusive, Error");
     }
 
-    /// The annotation keys and field manager are spelled as DESIGN.md §2 says.
+    /// The annotation keys and field manager are spelled as docs/resource.md says.
     #[test]
     fn annotation_keys_and_field_manager() {
         let table = [

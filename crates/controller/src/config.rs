@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use modelrollout_api::parse_duration;
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -74,15 +75,10 @@ pub struct Config {
     pub identity: Option<String>,
 }
 
-/// Parses a duration in the rollout grammar (`30s`, `1m30s`, `500ms`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    text.parse::<modelrollout_api::Duration>().map(|d| d.as_std()).map_err(|e| e.to_string())
-}
-
 fn parse_prometheus_address(value: &str) -> Result<String, String> {
-    match modelrollout_api::endpoint_problem(value) {
-        None => Ok(value.to_owned()),
-        Some(problem) => Err(format!(
+    match modelrollout_api::Endpoint::parse(value) {
+        Ok(_) => Ok(value.to_owned()),
+        Err(problem) => Err(format!(
             "{problem} (the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090)"
         )),
     }
