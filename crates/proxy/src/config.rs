@@ -424,7 +424,9 @@ mod tests {
     /// with the accepted form rather than guessed at.
     #[test]
     fn durations() {
-        let flag = |value: &str| parse(&["--routing-dir", "/r", "--retry-backoff", value]);
+        // `--flag=value`: a separate "-1s" would be read as a flag of its own.
+        let flag =
+            |value: &str| parse(&["--routing-dir", "/r", &format!("--retry-backoff={value}")]);
         let table = [("250ms", 250), ("5s", 5_000), ("2m", 120_000), ("1h30m", 5_400_000)];
         for (text, millis) in table {
             let config = flag(text).unwrap_or_else(|e| panic!("{text}: {e}"));
