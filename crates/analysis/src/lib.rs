@@ -11,12 +11,14 @@ mod error;
 pub mod mapping;
 mod prometheus;
 pub mod promql;
+pub mod tally;
 
 use std::time::Duration;
 
 pub use error::{AnalysisError, MetricProblem};
 pub use prometheus::PrometheusSource;
 pub use promql::bind_models;
+pub use tally::{ArmTally, Tally, TallySpec};
 
 /// Which rollout to measure and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +115,14 @@ pub trait MetricsSource: Send + Sync {
         target: &Target,
         spec: &MeasureSpec,
     ) -> impl std::future::Future<Output = Result<Measurements, AnalysisError>> + Send;
+
+    /// Both arms' cumulative counts for the sequential judge over `spec.since`, evaluated at
+    /// the query time (now).
+    fn tally(
+        &self,
+        target: &Target,
+        spec: &TallySpec,
+    ) -> impl std::future::Future<Output = Result<Tally, AnalysisError>> + Send;
 }
 
 #[cfg(test)]

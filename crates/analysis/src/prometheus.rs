@@ -11,8 +11,8 @@ use prometheus_http_query::response::Data;
 
 use crate::promql::{self, Arm};
 use crate::{
-    AnalysisError, ArmSample, CustomSample, MeasureSpec, Measurements, MetricsSource, ProxyWeight,
-    Target, mapping,
+    AnalysisError, ArmSample, ArmTally, CustomSample, MeasureSpec, Measurements, MetricsSource,
+    ProxyWeight, Tally, TallySpec, Target, mapping, tally,
 };
 
 /// The real source: Prometheus' HTTP API with a per-query timeout.
@@ -215,6 +215,36 @@ impl MetricsSource for PrometheusSource {
                 custom: custom.into_iter().collect::<Result<_, _>>()?,
                 range,
             })
+        };
+        self.bounded(address, work).await
+    }
+
+    async fn tally(&self, target: &Target, spec: &TallySpec) -> Result<Tally, AnalysisError> {
+        let address = target.prometheus.as_str();
+        let client = self.client(address)?;
+        let spec = TallySpec { since: promql::whole_seconds(spec.since), ..spec.clone() };
+        // One evaluation time for every query, as in measure().
+        let at = evaluation_time();
+        let at = at.as_str();
+        let (spec, client) = (&spec, &client);
+        let arm = |arm: Arm| {
+            let queries = tally::queries(target, arm, spec);
+            async move {
+                let answers = futures::future::try_join_all(
+                    queries.iter().map(|q| self.query(client, address, q.clone(), at)),
+                )
+                .await?;
+                let counts = queries
+                    .iter()
+                    .zip(&answers)
+                    .map(|(query, data)| mapping::count(address, query, data))
+                    .collect::<Result<Vec<f64>, _>>()?;
+                Ok::<_, AnalysisError>(ArmTally::from_counts(spec, &counts))
+            }
+        };
+        let work = async {
+            let (canary, stable) = try_join(arm(Arm::Canary), arm(Arm::Stable)).await?;
+            Ok(Tally { canary, stable, since: spec.since })
         };
         self.bounded(address, work).await
     }

@@ -1,6 +1,7 @@
 //! The `ModelRollout` API: the custom resource, its phase and condition vocabulary, and the
 //! routing document the controller writes and the proxy reads. Pure types and validation, no I/O.
 
+pub mod buckets;
 pub mod duration;
 pub mod endpoint;
 pub mod rollout;
@@ -11,8 +12,9 @@ pub mod vocabulary;
 pub use duration::{Duration, DurationError, parse_duration};
 pub use endpoint::Endpoint;
 pub use rollout::{
-    Analysis, AnalysisPoint, AnalysisResult, ArmMeasurements, CustomMetric, ModelRollout,
-    ModelRolloutSpec, ModelRolloutStatus, ModelTarget, OnAnalysisError, Step, StepAction,
+    Analysis, AnalysisMethod, AnalysisPoint, AnalysisResult, ArmMeasurements, CustomMetric,
+    ModelRollout, ModelRolloutSpec, ModelRolloutStatus, ModelTarget, OnAnalysisError, Step,
+    StepAction,
 };
 pub use routing::{
     ROUTING_DOCUMENT_VERSION, RoutingArm, RoutingDocument, RoutingDocumentError, Stickiness,

@@ -363,6 +363,41 @@ pub struct Analysis {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub metrics: Vec<CustomMetric>,
+
+    /// How the canary is compared with stable. Sequential (default): anytime-valid evidence on
+    /// how errors and slow requests split between the arms, rolling back as soon as it shows a
+    /// regression at spec.analysis.confidence, with the thresholds as hard limits on top.
+    /// Threshold: the thresholds alone, failureLimit checks in a row.
+    #[serde(default)]
+    pub method: AnalysisMethod,
+
+    /// Sequential method: how sure the evidence must be before it rolls back, strictly between
+    /// 0 and 1. At 0.95 an identical canary is rolled back by mistake in at most 5% of
+    /// rollouts, however long it runs and however often it is checked. Default 0.95.
+    #[serde(default = "default_confidence")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self < 1.0").message(
+        "spec.analysis.confidence must be strictly between 0 and 1, e.g. 0.95 (a 5% chance of rolling back an identical canary)"
+    ))]
+    pub confidence: f64,
+
+    /// Sequential method: the canary-to-stable ratio of error (and slow-request) rates that is
+    /// still acceptable, above 1. Once the evidence bounds every ratio under it, status says the
+    /// canary is shown safe. Default 1.25.
+    #[serde(default = "default_max_regression")]
+    #[x_kube(validation = Rule::new("self > 1.0 && self <= 100.0").message(
+        "spec.analysis.maxRegression must be a ratio above 1 (and at most 100), e.g. 1.25 for 25% more errors than stable"
+    ))]
+    pub max_regression: f64,
+}
+
+/// How the canary is judged against stable.
+#[derive(JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AnalysisMethod {
+    /// Anytime-valid sequential test of canary against stable, thresholds as hard limits.
+    #[default]
+    Sequential,
+    /// Fixed thresholds only, failureLimit failed checks in a row roll back.
+    Threshold,
 }
 
 /// Where Prometheus answers queries.
@@ -456,6 +491,10 @@ pub const DEFAULT_FAILURE_LIMIT: i32 = 2;
 pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.05;
 /// Default `analysis.thresholds.maxLatencyP95`.
 pub const DEFAULT_MAX_LATENCY_P95: Duration = Duration::from_secs(2);
+/// Default `analysis.confidence`.
+pub const DEFAULT_CONFIDENCE: f64 = 0.95;
+/// Default `analysis.maxRegression`.
+pub const DEFAULT_MAX_REGRESSION: f64 = 1.25;
 
 fn default_interval() -> Duration {
     DEFAULT_INTERVAL
@@ -477,6 +516,12 @@ fn default_max_error_rate() -> f64 {
 }
 fn default_max_latency_p95() -> Duration {
     DEFAULT_MAX_LATENCY_P95
+}
+fn default_confidence() -> f64 {
+    DEFAULT_CONFIDENCE
+}
+fn default_max_regression() -> f64 {
+    DEFAULT_MAX_REGRESSION
 }
 
 impl Default for Thresholds {
@@ -502,6 +547,9 @@ impl Default for Analysis {
             on_analysis_error: OnAnalysisError::default(),
             thresholds: Thresholds::default(),
             metrics: Vec::new(),
+            method: AnalysisMethod::default(),
+            confidence: DEFAULT_CONFIDENCE,
+            max_regression: DEFAULT_MAX_REGRESSION,
         }
     }
 }
@@ -618,6 +666,89 @@ pub struct ModelRolloutStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 60))]
     pub history: Vec<AnalysisPoint>,
+
+    /// The sequential judge's running evidence (spec.analysis.method Sequential), so a
+    /// restarted controller resumes without losing any: what it has counted so far and the
+    /// likelihood ratios built from it. Reset when the rollout starts over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<SequentialState>,
+}
+
+/// The sequential judge's memory between analyses (see status.sequential).
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SequentialState {
+    /// Since when the cumulative readings count: the moment the proxies applied the current
+    /// weight. Each analysis reads increase() over [countedFrom, now] from Prometheus and adds
+    /// what is new since the last reading.
+    pub counted_from: Time,
+    /// Requests slower than this many seconds count as slow: the latency bucket boundary at or
+    /// above stable's p95 at the first analysis, chosen before looking at the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_boundary_seconds: Option<f64>,
+    /// The same for time to first token (when maxTimeToFirstTokenP95 is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_first_token_boundary_seconds: Option<f64>,
+    /// One test per metric: errors, latency, timeToFirstToken.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    pub metrics: Vec<SequentialMetricState>,
+}
+
+/// One metric's sequential test, as stored.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SequentialMetricState {
+    /// errors, latency or timeToFirstToken.
+    pub name: String,
+    /// The last cumulative reading since countedFrom.
+    pub reading: EventCounts,
+    /// Everything counted since the rollout started.
+    pub totals: EventCounts,
+    /// Natural log of the likelihood ratio of each grid ratio (10^((i-40)/40), i = 0..80)
+    /// against 1.
+    #[schemars(length(max = 81))]
+    pub log_likelihood_ratios: Vec<f64>,
+    /// The largest log evidence seen: once it reaches ln(1/alpha) the canary has regressed.
+    pub peak_log_evidence: f64,
+}
+
+/// Requests and bad events (errors, or requests over a latency boundary) of both arms.
+#[derive(JsonSchema, Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventCounts {
+    /// Canary requests.
+    pub canary_requests: f64,
+    /// Bad events among them.
+    pub canary_events: f64,
+    /// Stable requests.
+    pub stable_requests: f64,
+    /// Bad events among them.
+    pub stable_events: f64,
+}
+
+/// What the sequential judge concluded about one metric at an analysis.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricEvidence {
+    /// What is counted, e.g. "errors" or "requests slower than 2s".
+    pub metric: String,
+    /// The evidence E against "the canary is no worse": 1 knows nothing, 1/(1-confidence)
+    /// and up (with the split between metrics) means a regression.
+    pub evidence: f64,
+    /// The canary's rate of these events divided by stable's, since the rollout started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    /// Lower bound on that ratio at spec.analysis.confidence (0 when unbounded).
+    pub ratio_lower_bound: f64,
+    /// Upper bound on that ratio at spec.analysis.confidence; absent while unbounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio_upper_bound: Option<f64>,
+    /// Canary requests counted since the rollout started.
+    pub canary_requests: i64,
+    /// The evidence in a sentence, e.g. "canary errors 2.1× stable (≥ 1.4× with 95 %
+    /// confidence) after 1 840 canary requests".
+    pub summary: String,
 }
 
 /// Annotation values already consumed (see rollouts.modelops.io/promote, /abort, /retry).
@@ -695,6 +826,11 @@ pub struct AnalysisResult {
     /// Why the verdict is Error or Inconclusive, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+
+    /// The sequential judge's evidence per metric (spec.analysis.method Sequential).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    pub evidence: Vec<MetricEvidence>,
 }
 
 /// Measurements of one arm. A missing value means Prometheus had no data for it.
@@ -750,6 +886,19 @@ pub struct FailedCheck {
 // === the routing document of a rollout ===
 
 impl ModelRollout {
+    /// The latency and TTFT limits in whole milliseconds (at least 1): the extra histogram
+    /// bounds of the rollout's route, so its p95 checks are exact (see `buckets`).
+    pub fn latency_limits_ms(&self) -> Vec<u32> {
+        let t = &self.spec.analysis.thresholds;
+        let ms = |d: Duration| u32::try_from(d.as_std().as_millis()).unwrap_or(u32::MAX).max(1);
+        let mut bounds = vec![ms(t.max_latency_p95)];
+        bounds.extend(t.max_time_to_first_token_p95.map(ms));
+        bounds.sort_unstable();
+        bounds.dedup();
+        bounds.retain(|b| *b <= 3_600_000);
+        bounds
+    }
+
     /// The routing document the controller writes for this rollout at `canary_weight` percent
     /// in `phase`, validated. Credentials become `<secret>/<key>` names, never secrets.
     pub fn routing_document(
@@ -792,6 +941,7 @@ impl ModelRollout {
                 body_field: stickiness.body_field,
             },
             phase,
+            latency_bounds_ms: self.latency_limits_ms(),
         };
         document.validate()?;
         Ok(document)

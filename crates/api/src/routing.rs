@@ -45,6 +45,11 @@ pub struct RoutingDocument {
     pub stickiness: Stickiness,
     /// The rollout's phase when the document was written.
     pub phase: Phase,
+    /// Extra latency histogram bounds in milliseconds: the rollout's latency and TTFT limits.
+    /// The proxy adds them to this route's buckets, so "p95 over the limit" is a count of
+    /// requests over a bound (exact), not a guess inside a bucket.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_bounds_ms: Vec<u32>,
 }
 
 /// One upstream: the model name sent to it, its base URL and the credential to use.
@@ -200,6 +205,7 @@ impl RoutingDocument {
             return Err(invalid("canaryWeight", self.canary_weight, "must be between 0 and 100"));
         }
         self.stickiness.validate()?;
+        self.check_latency_bounds()?;
         if self.stable.model == self.canary.model
             && same_endpoint(&self.stable.endpoint, &self.canary.endpoint)
         {
@@ -209,6 +215,31 @@ impl RoutingDocument {
             });
         }
         Ok(())
+    }
+
+    /// The latency bounds must be few and plausible: each adds a series per arm.
+    fn check_latency_bounds(&self) -> Result<(), RoutingDocumentError> {
+        let bounds = &self.latency_bounds_ms;
+        if bounds.len() > crate::buckets::MAX_EXTRA_BUCKETS {
+            return Err(invalid(
+                "latencyBoundsMs",
+                format!("{bounds:?}"),
+                format!("must hold at most {} bounds", crate::buckets::MAX_EXTRA_BUCKETS),
+            ));
+        }
+        if let Some(bad) = bounds.iter().find(|b| !(1..=3_600_000).contains(*b)) {
+            return Err(invalid(
+                "latencyBoundsMs",
+                bad,
+                "each bound must be between 1 ms and 1 h (3600000)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The extra bounds in seconds, for the proxy's histograms.
+    pub fn latency_bounds_seconds(&self) -> Vec<f64> {
+        self.latency_bounds_ms.iter().map(|ms| f64::from(*ms) / 1000.0).collect()
     }
 
     /// Canonical JSON (what the controller writes): compact, fields in declaration order.

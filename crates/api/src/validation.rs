@@ -387,6 +387,24 @@ impl Problems {
         }
         self.thresholds(&analysis.thresholds);
         self.metrics(spec);
+        self.sequential(analysis);
+    }
+
+    fn sequential(&mut self, analysis: &Analysis) {
+        if !(analysis.confidence > 0.0 && analysis.confidence < 1.0) {
+            self.push(
+                "spec.analysis.confidence",
+                analysis.confidence.to_string(),
+                "must be strictly between 0 and 1, e.g. 0.95 (a 5% chance of rolling back an identical canary)",
+            );
+        }
+        if !(analysis.max_regression > 1.0 && analysis.max_regression <= 100.0) {
+            self.push(
+                "spec.analysis.maxRegression",
+                analysis.max_regression.to_string(),
+                "must be a ratio above 1 (and at most 100), e.g. 1.25 for 25% more errors than stable",
+            );
+        }
     }
 
     fn rate(&mut self, field: &str, value: f64) {
@@ -744,6 +762,24 @@ mod tests {
                 |s| s["analysis"]["metrics"][0]["query"] = json!(" "),
                 "spec.analysis.metrics[0].query is empty",
                 "PromQL",
+            ),
+            (
+                "certain confidence",
+                |s| s["analysis"]["confidence"] = json!(1.0),
+                "spec.analysis.confidence is 1",
+                "strictly between 0 and 1",
+            ),
+            (
+                "negative confidence",
+                |s| s["analysis"]["confidence"] = json!(-0.5),
+                "spec.analysis.confidence is -0.5",
+                "e.g. 0.95",
+            ),
+            (
+                "margin under 1",
+                |s| s["analysis"]["maxRegression"] = json!(0.8),
+                "spec.analysis.maxRegression is 0.8",
+                "ratio above 1",
             ),
         ];
         for (rule, edit, field, fix) in table {

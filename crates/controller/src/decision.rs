@@ -16,17 +16,20 @@ use std::time::Duration as StdDuration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
-use modelrollout_analysis::{MeasureSpec, Measurements, ProxyWeight, bind_models};
+use modelrollout_analysis::{
+    MeasureSpec, Measurements, ProxyWeight, Tally, TallySpec, bind_models,
+};
 use modelrollout_api::rollout::{
     AnalysisPoint, AnalysisResult, FailedCheck, HISTORY_LIMIT, HandledAnnotations, MetricValue,
 };
 use modelrollout_api::{
     ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY,
-    ArmMeasurements, ConditionType, ModelRollout, ModelRolloutStatus, OnAnalysisError, Phase,
-    Reason, StepAction, Verdict,
+    AnalysisMethod, ArmMeasurements, ConditionType, ModelRollout, ModelRolloutStatus,
+    OnAnalysisError, Phase, Reason, StepAction, Verdict,
 };
 
 use crate::judge::{Judgement, judge};
+use crate::sequential::{self, Evidence};
 
 /// A walk step either goes on with a value or stops to ask for an observation.
 type Flow<T = ()> = Result<T, Need>;
@@ -46,6 +49,8 @@ pub struct Observations {
     pub proxies: Option<Result<Vec<ProxyWeight>, String>>,
     /// The analysis measurements, or why they could not be taken.
     pub measurements: Option<Result<Measurements, String>>,
+    /// The sequential judge's cumulative counts, or why they could not be taken.
+    pub tally: Option<Result<Tally, String>>,
 }
 
 /// Something [`decide`] must know before it can decide.
@@ -55,6 +60,8 @@ pub enum Need {
     ProxyWeights,
     /// Canary and stable measurements over this range.
     Measurements(MeasureSpec),
+    /// Both arms' cumulative counts for the sequential judge.
+    Tally(TallySpec),
 }
 
 /// Either a request for more observations or the decision.
@@ -388,6 +395,7 @@ impl<'a> Walk<'a> {
         self.status.consecutive_failures = Some(0);
         self.status.last_analysis = None;
         self.status.history.clear();
+        self.status.sequential = None;
         self.set_weight(0);
         let message = "the rollout starts from its first step";
         self.condition(ConditionType::Promoted, false, Reason::RolloutStarted, message);
@@ -607,9 +615,42 @@ impl<'a> Walk<'a> {
             }
             Ok(measurements) => {
                 let measurements = measurements.clone();
-                self.record_judgement(&measurements)
+                match self.rollout.spec.analysis.method {
+                    AnalysisMethod::Threshold => self.record_judgement(&measurements, None),
+                    AnalysisMethod::Sequential => self.sequential(&measurements, applied_at)?,
+                }
             }
         })
+    }
+
+    /// The sequential judge: adds the cumulative counts since `applied_at` to the evidence in
+    /// status, then judges with the thresholds as hard limits on top.
+    fn sequential(&mut self, measurements: &Measurements, applied_at: Timestamp) -> Flow<Analysed> {
+        let spec = &self.rollout.spec.analysis;
+        let stored = self.status.sequential.clone();
+        let stable = &measurements.stable;
+        let bounds = sequential::boundaries(
+            spec,
+            stored.as_ref(),
+            stable.latency_p95_seconds,
+            stable.ttft_p95_seconds,
+        );
+        let Some(tally) = &self.observed.tally else {
+            return Err(Need::Tally(sequential::tally_spec(applied_at, self.now, bounds)));
+        };
+        match tally {
+            Err(error) => {
+                let error = error.clone();
+                self.record_error(&error);
+                Ok(if self.phase().is_terminal() { Analysed::RolledBack } else { Analysed::Held })
+            }
+            Ok(tally) => {
+                let evidence =
+                    sequential::observe(spec, stored.as_ref(), applied_at, bounds, tally);
+                self.status.sequential = Some(evidence.state.clone());
+                Ok(self.record_judgement(measurements, Some(&evidence)))
+            }
+        }
     }
 
     fn record_error(&mut self, error: &str) {
@@ -623,6 +664,7 @@ impl<'a> Walk<'a> {
             metrics: Vec::new(),
             failed_checks: Vec::new(),
             message: Some(message.clone()),
+            evidence: Vec::new(),
         });
         self.push_history(Verdict::Error, None);
         self.condition_unknown(ConditionType::AnalysisHealthy, Reason::AnalysisError, &message);
@@ -646,9 +688,18 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn record_judgement(&mut self, measurements: &Measurements) -> Analysed {
+    fn record_judgement(
+        &mut self,
+        measurements: &Measurements,
+        evidence: Option<&Evidence>,
+    ) -> Analysed {
         let spec = &self.rollout.spec.analysis;
-        let judgement = judge(spec, measurements);
+        let judgement = match evidence {
+            None => judge(spec, measurements),
+            Some(evidence) => sequential::combine(spec, judge(spec, measurements), evidence),
+        };
+        // Anytime-valid evidence needs no repeat: one rejection rolls back.
+        let regressed = evidence.is_some_and(|e| e.regression.is_some());
         let before = self.status.last_analysis.as_ref().map(|a| a.verdict);
         let failures = self.status.consecutive_failures.unwrap_or(0);
         let failures = if judgement.verdict == Verdict::Fail {
@@ -659,7 +710,9 @@ impl<'a> Walk<'a> {
             failures
         };
         self.status.consecutive_failures = Some(failures);
-        self.status.last_analysis = Some(analysis_result(self.now, measurements, &judgement));
+        let mut result = analysis_result(self.now, measurements, &judgement);
+        result.evidence = evidence.map(|e| e.metrics.clone()).unwrap_or_default();
+        self.status.last_analysis = Some(result);
         self.push_history(judgement.verdict, Some(measurements));
         let message = judgement.message.clone();
         match judgement.verdict {
@@ -688,6 +741,11 @@ impl<'a> Walk<'a> {
                 let text = format!("{message} ({failures}/{limit} consecutive failed checks)");
                 self.condition(ConditionType::AnalysisHealthy, false, reason, &text);
                 self.event(EventType::Warning, EventReason::AnalysisFailed, text);
+                if regressed {
+                    let why = judgement.failed.first().map_or(message, |c| c.message.clone());
+                    self.roll_back(reason, why);
+                    return Analysed::RolledBack;
+                }
                 if failures >= limit {
                     let checks = if failures == 1 {
                         "1 check".to_owned()
@@ -1037,6 +1095,7 @@ fn analysis_result(now: Timestamp, m: &Measurements, judgement: &Judgement) -> A
             .collect(),
         failed_checks: judgement.failed.iter().map(FailedCheck::clone).collect(),
         message: Some(judgement.message.clone()),
+        evidence: Vec::new(),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod routing;
+pub mod sequential;
 pub mod server;
 pub mod status;
 

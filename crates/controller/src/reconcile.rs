@@ -249,6 +249,16 @@ async fn decide_with_observations<M: MetricsSource>(
                 context.metrics.analysed(started, result.as_ref().err().map(|e| e.metric_label()));
                 observed.measurements = Some(result.map_err(|e| e.to_string()));
             }
+            Outcome::Need(Need::Tally(spec)) => {
+                if observed.tally.is_some() {
+                    return Err(Error::Loop { rollout: object(), need: "tally" });
+                }
+                let started = Instant::now();
+                let result = context.source.tally(&target, &spec).await;
+                watch.exclude(started.elapsed());
+                context.metrics.analysed(started, result.as_ref().err().map(|e| e.metric_label()));
+                observed.tally = Some(result.map_err(|e| e.to_string()));
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The judge of one rollout: a [`SequentialTest`] per metric, α split evenly over the metrics
-//! (Bonferroni), so the chance that *any* metric falsely signals a regression stays ≤ α.
+//! The judge of one rollout: a [`SequentialTest`] per metric, α split over the metrics
+//! (weighted Bonferroni: the first metric, errors, gets two thirds, the others share the rest), so the
+//! chance that *any* metric falsely signals a regression stays ≤ α.
 
 use serde::{Deserialize, Serialize};
 
@@ -87,7 +88,7 @@ pub enum JudgeVerdict {
     Regression {
         /// The metric with the strongest evidence among those that regressed.
         metric: String,
-        /// Its peak evidence `E` (≥ number of metrics / α).
+        /// Its peak evidence `E` (≥ 1 / its share of α, see [`metric_alpha`]).
         evidence: f64,
         /// A sentence for status at the rollout's confidence, e.g. "canary errors 2.1× stable
         /// (≥ 1.41× with 95 % confidence) after 1 840 canary requests".
@@ -101,6 +102,22 @@ pub enum JudgeVerdict {
         /// The largest of the metrics' upper bounds on the ratio.
         worst_upper_bound: f64,
     },
+}
+
+/// The first metric's (errors') share of α when there are several.
+pub const ERRORS_SHARE: f64 = 2.0 / 3.0;
+
+/// The false-alarm level of metric `index` of `count` at overall level `alpha`: the first
+/// (errors, the regression that matters most and the one with the least data per interval) gets
+/// [`ERRORS_SHARE`] of α, the others share the rest evenly, so the levels add up to α (weighted
+/// Bonferroni; `make sim` measures the choice in docs/decisions.md). One metric alone gets all
+/// of α.
+pub fn metric_alpha(alpha: f64, index: usize, count: usize) -> f64 {
+    match (count, index) {
+        (0 | 1, _) => alpha,
+        (_, 0) => alpha * ERRORS_SHARE,
+        _ => alpha * (1.0 - ERRORS_SHARE) / (count - 1) as f64,
+    }
 }
 
 /// The sequential judge of one rollout.
@@ -137,11 +154,12 @@ impl Judge {
                 wanted: metrics.join(", "),
             });
         }
-        let per_metric = alpha / metrics.len() as f64;
+        let count = metrics.len();
         let metrics = state
             .metrics
             .into_iter()
-            .map(|m| match SequentialTest::resume(per_metric, m.test) {
+            .enumerate()
+            .map(|(i, m)| match SequentialTest::resume(metric_alpha(alpha, i, count), m.test) {
                 Ok(test) => Ok((m.name, test)),
                 Err(source) => Err(JudgeError::State { metric: m.name, source }),
             })
@@ -174,7 +192,7 @@ impl Judge {
         self.alpha
     }
 
-    /// Each metric's name and test (tested at α / number of metrics).
+    /// Each metric's name and test (each at its share of α, see [`metric_alpha`]).
     pub fn tests(&self) -> impl Iterator<Item = (&str, &SequentialTest)> {
         self.metrics.iter().map(|(name, test)| (name.as_str(), test))
     }
@@ -227,7 +245,7 @@ impl Judge {
 
     /// One sentence per metric, joined with "; ", for status. Each bound is stated at the
     /// rollout's confidence `1 − α`, the figure the user set; the decisions themselves test each
-    /// metric at α / number of metrics.
+    /// metric at its share of α ([`metric_alpha`]).
     pub fn summary(&self) -> String {
         let confidence = 1.0 - self.alpha;
         let sentences: Vec<String> =
@@ -269,7 +287,7 @@ mod tests {
             panic!("no regression after 5 intervals: {verdicts:?}");
         };
         assert_eq!(metric, "errors");
-        assert!(*evidence >= 2.0 / 0.05, "{evidence}");
+        assert!(*evidence >= 1.0 / metric_alpha(0.05, 0, 2), "{evidence}");
         assert_eq!(
             summary,
             "canary errors 2.2× stable (≥ 1.33× with 95 % confidence) after 2 500 canary requests"
@@ -332,6 +350,19 @@ mod tests {
             panic!("not safe after 60 identical intervals: {:?}", verdicts[59]);
         };
         assert!(worst_upper_bound <= 1.25 && worst_upper_bound > 1.0, "{worst_upper_bound}");
+    }
+
+    /// The shares of α add up to α, errors get two thirds of it, and one metric gets all of it.
+    #[test]
+    fn alpha_split_favours_errors() {
+        for count in 1..=4 {
+            let total: f64 = (0..count).map(|i| metric_alpha(0.05, i, count)).sum();
+            assert!((total - 0.05).abs() < 1e-15, "{count}: {total}");
+        }
+        assert_eq!(metric_alpha(0.05, 0, 1), 0.05);
+        assert!((metric_alpha(0.05, 0, 3) - 0.05 * 2.0 / 3.0).abs() < 1e-15);
+        assert!((metric_alpha(0.05, 2, 3) - 0.05 / 6.0).abs() < 1e-15);
+        assert!((metric_alpha(0.05, 1, 2) - 0.05 / 3.0).abs() < 1e-15);
     }
 
     /// Bad settings and mismatched state are refused with the field and the fix.

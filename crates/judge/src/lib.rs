@@ -5,8 +5,9 @@
 //! judge turns them into an e-process (a running likelihood ratio against "no regression") that
 //! may be checked after every interval, as often as the controller likes, with the chance of a
 //! false rollback still bounded by α. A [`SequentialTest`] handles one metric; a [`Judge`] runs
-//! one per metric with a Bonferroni split of α. Their state is small and serialisable, so the
-//! controller keeps it in the rollout's status and a restart loses no evidence.
+//! one per metric with a weighted Bonferroni split of α (two thirds to errors). Their state is
+//! small and serialisable, so the controller keeps it in the rollout's status and a restart
+//! loses no evidence.
 //!
 //! The method, its assumptions and its measured behaviour are in `docs/decisions.md`.
 //!
@@ -36,5 +37,8 @@ mod sequential;
 mod wording;
 
 pub use counts::Counts;
-pub use judge::{DEFAULT_MAX_REGRESSION, Judge, JudgeError, JudgeState, JudgeVerdict, MetricState};
+pub use judge::{
+    DEFAULT_MAX_REGRESSION, ERRORS_SHARE, Judge, JudgeError, JudgeState, JudgeVerdict, MetricState,
+    metric_alpha,
+};
 pub use sequential::{GRID_LEN, MAX_RATIO, SequentialTest, StateError, TestState, grid_ratio};

@@ -270,6 +270,9 @@ impl SequentialTest {
         let (lower, upper) = self.ratio_bounds(confidence);
         let bound = if lower > 1.0 {
             Some(format!("≥ {}×", ratio_down(lower)))
+        } else if self.rejected() && confidence <= 1.0 - self.alpha {
+            // Just rejected: ρ > 1 is shown, the grid's next ratio not yet.
+            Some("> 1×".to_owned())
         } else if upper.is_finite() {
             Some(format!("≤ {}×", ratio_up(upper)))
         } else {

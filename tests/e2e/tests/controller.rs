@@ -105,11 +105,14 @@ async fn failing_canary_is_rolled_back() -> Result {
     let world = World::new("failing").await?;
     let controller = world.controller("controller", &["--leader-elect=false"])?;
     let load = Load::start(&world.proxy, 40);
-    world.apply(&world.rollout(
+    let mut manifest = world.rollout(
         "chat",
         json!([{"setWeight": 30}, {"pause": {}}, {"setWeight": 100}]),
         &world.prometheus,
-    ))?;
+    );
+    // This scenario is about the thresholds: the sequential judge has its own (sequential.rs).
+    manifest["spec"]["analysis"]["method"] = json!("Threshold");
+    world.apply(&manifest)?;
     world
         .wait_rollout("chat", "weight 30 applied", ROLLOUT_TIMEOUT, |r| {
             weight(r) == 30 && condition_true(r, "RoutingApplied")
@@ -165,6 +168,7 @@ async fn slow_canary_is_rolled_back_on_latency_and_ttft() -> Result {
         if case == "ttft" {
             manifest["spec"]["analysis"]["thresholds"]["maxLatencyP95"] = json!("10s");
         }
+        manifest["spec"]["analysis"]["method"] = json!("Threshold");
         world.apply(&manifest)?;
         let rollout = world
             .wait_rollout("chat", "RolledBack", ROLLOUT_TIMEOUT, |r| phase(r) == "RolledBack")

@@ -4,7 +4,8 @@ use std::time::Duration as StdDuration;
 
 use jiff::{SignedDuration, Timestamp};
 use modelrollout_analysis::{
-    ArmSample, CustomSample, MeasureSpec, Measurements, MetricProblem, ProxyWeight,
+    ArmSample, ArmTally, CustomSample, MeasureSpec, Measurements, MetricProblem, ProxyWeight,
+    Tally, TallySpec,
 };
 use modelrollout_api::{ConditionType, ModelRollout, Phase, Reason, Verdict};
 
@@ -29,6 +30,7 @@ spec:
       - setWeight: 100
   analysis:
     prometheus: {address: "http://prometheus:9090"}
+    method: Threshold
     interval: 10s
     window: 1m
     minRequests: 100
@@ -59,6 +61,20 @@ fn healthy() -> Measurements {
     measured(arm(500.0, 0.004, 0.9, 0.3), arm(5000.0, 0.005, 0.9, 0.3))
 }
 
+/// Steady traffic per second for the sequential judge: 20 canary and 180 stable requests at
+/// these error rates, 5 % of both arms slower than the latency boundary.
+fn tally_rates(canary_errors: f64, stable_errors: f64) -> (ArmTally, ArmTally) {
+    let arm = |requests: f64, errors: f64| ArmTally {
+        requests,
+        errors: requests * errors,
+        timed: requests,
+        slow: Some(requests * 0.05),
+        first_tokens: requests,
+        slow_first_tokens: Some(requests * 0.05),
+    };
+    (arm(20.0, canary_errors), arm(180.0, stable_errors))
+}
+
 fn measured(canary: ArmSample, stable: ArmSample) -> Measurements {
     Measurements { canary, stable, custom: Vec::new(), range: StdDuration::from_secs(10) }
 }
@@ -77,6 +93,10 @@ struct Harness {
     events: Vec<EventNote>,
     /// The ranges analyses asked for.
     ranges: Vec<StdDuration>,
+    /// Per second of the sequential judge's range: canary and stable counts (steady traffic).
+    tally_rates: Result<(ArmTally, ArmTally), String>,
+    /// The tallies the sequential judge asked for.
+    tallies: Vec<TallySpec>,
     last: Option<Decision>,
 }
 
@@ -90,6 +110,8 @@ impl Harness {
             measurements: Ok(healthy()),
             events: Vec::new(),
             ranges: Vec::new(),
+            tally_rates: Ok(tally_rates(0.01, 0.01)),
+            tallies: Vec::new(),
             last: None,
         }
     }
@@ -120,6 +142,29 @@ impl Harness {
                     assert!(observed.measurements.is_none(), "asked twice for measurements");
                     self.ranges.push(range);
                     observed.measurements = Some(self.measurements.clone());
+                }
+                Outcome::Need(Need::Tally(spec)) => {
+                    assert!(observed.tally.is_none(), "asked twice for a tally");
+                    let seconds = spec.since.as_secs_f64();
+                    let scaled = |a: &ArmTally| ArmTally {
+                        requests: a.requests * seconds,
+                        errors: a.errors * seconds,
+                        timed: a.timed * seconds,
+                        slow: spec.latency_boundary.and(a.slow).map(|x| x * seconds),
+                        first_tokens: a.first_tokens * seconds,
+                        slow_first_tokens: spec
+                            .ttft_boundary
+                            .and(a.slow_first_tokens)
+                            .map(|x| x * seconds),
+                    };
+                    observed.tally = Some(self.tally_rates.as_ref().map_err(Clone::clone).map(
+                        |(canary, stable)| Tally {
+                            canary: scaled(canary),
+                            stable: scaled(stable),
+                            since: spec.since,
+                        },
+                    ));
+                    self.tallies.push(spec);
                 }
             }
         };
@@ -678,6 +723,7 @@ fn the_same_status_gives_the_same_decision() {
         &Observations {
             proxies: Some(Ok(vec![ProxyWeight { instance: "p".into(), weight: 5.0 }])),
             measurements: Some(Ok(healthy())),
+            tally: None,
         },
     );
     let again = decide(
@@ -686,6 +732,7 @@ fn the_same_status_gives_the_same_decision() {
         &Observations {
             proxies: Some(Ok(vec![ProxyWeight { instance: "p".into(), weight: 5.0 }])),
             measurements: Some(Ok(healthy())),
+            tally: None,
         },
     );
     match (first, again) {
@@ -730,4 +777,120 @@ fn condition_reasons_are_vocabulary_words() {
         assert!(condition.reason.parse::<Reason>().is_ok(), "{condition:?}");
         assert!(condition.type_.parse::<ConditionType>().is_ok(), "{condition:?}");
     }
+}
+
+// === the sequential judge ===
+
+fn sequential() -> Harness {
+    Harness::with(|r| r.spec.analysis.method = modelrollout_api::AnalysisMethod::Sequential)
+}
+
+/// A 2× canary error regression (2 % against 1 %, well inside the 5 % limit) is rolled back
+/// by the sequential judge at once, with the evidence in status and the condition in words.
+#[test]
+fn sequential_judge_rolls_back_doubled_errors() {
+    let mut h = sequential();
+    h.tally_rates = Ok(tally_rates(0.02, 0.01));
+    h.reconcile();
+    h.after(1); // proxies at 0 -> weight 5
+    h.after(1); // proxies at 5
+    for _ in 0..20 {
+        if h.phase() == Phase::RolledBack {
+            break;
+        }
+        h.after(10);
+    }
+    assert_eq!((h.phase(), h.weight()), (Phase::RolledBack, 0));
+    let rolled_back = h.condition(ConditionType::RolledBack);
+    assert_eq!(rolled_back.reason, Reason::ErrorRateIncreaseExceeded.as_str());
+    assert!(
+        rolled_back.message.starts_with("canary errors 2.0× stable (")
+            && !rolled_back.message.contains('≤')
+            && rolled_back.message.contains("× with 95 % confidence) after "),
+        "{}",
+        rolled_back.message
+    );
+    let last = h.status().last_analysis.as_ref().unwrap();
+    assert_eq!(last.verdict, Verdict::Fail);
+    assert_eq!(last.failed_checks[0].name, "sequential-errors");
+    let errors = &last.evidence[0];
+    let errors_alpha = modelrollout_judge::metric_alpha(0.05, 0, 3);
+    assert!(errors.evidence >= 1.0 / errors_alpha && errors.ratio_lower_bound >= 1.0, "{errors:?}");
+    assert_eq!(last.evidence[1].metric, "requests slower than 1.00s");
+    // Counted since the proxies applied the weight: the ranges grow, and start over at 25 %.
+    let ranges: Vec<u64> = h.tallies.iter().map(|t| t.since.as_secs()).collect();
+    assert_eq!((ranges[0], ranges[1], ranges[ranges.len() - 1]), (10, 20, 10), "{ranges:?}");
+}
+
+/// Identical arms walk the steps on schedule, and status shows the evidence that says so.
+#[test]
+fn sequential_judge_advances_identical_arms() {
+    let mut h = sequential();
+    h.walk_to_manual_gate();
+    let last = h.status().last_analysis.as_ref().unwrap();
+    assert_eq!(last.verdict, Verdict::Pass);
+    assert_eq!(last.evidence.len(), 3);
+    let healthy = h.condition(ConditionType::AnalysisHealthy);
+    assert!(
+        healthy.message.starts_with("no regression: canary errors 1.00× stable"),
+        "{}",
+        healthy.message
+    );
+    let stored = h.status().sequential.as_ref().unwrap();
+    assert_eq!(stored.latency_boundary_seconds, Some(1.0));
+    assert_eq!(stored.time_to_first_token_boundary_seconds, Some(0.5));
+}
+
+/// Too few canary requests at this weight hold the step, however healthy the canary is.
+#[test]
+fn sequential_judge_waits_for_min_requests() {
+    let mut h = sequential();
+    h.tally_rates =
+        Ok((ArmTally { requests: 0.5, ..tally_rates(0.01, 0.01).0 }, tally_rates(0.01, 0.01).1));
+    h.reconcile();
+    h.after(1);
+    h.after(1);
+    h.after(10);
+    assert_eq!((h.step(), h.weight()), (Some(0), 5));
+    let healthy = h.condition(ConditionType::AnalysisHealthy);
+    assert!(
+        healthy.message.contains("holding: only 5 canary requests at this weight; 100 needed"),
+        "{}",
+        healthy.message
+    );
+}
+
+/// A controller restart loses no evidence: the judge state lives in status, and the next
+/// tally covers the gap.
+#[test]
+fn sequential_evidence_survives_a_restart() {
+    let mut straight = sequential();
+    straight.tally_rates = Ok(tally_rates(0.015, 0.01));
+    let mut restarted = sequential();
+    restarted.tally_rates = Ok(tally_rates(0.015, 0.01));
+    for h in [&mut straight, &mut restarted] {
+        h.reconcile();
+        h.after(1);
+        h.after(1);
+        h.after(10);
+    }
+    straight.after(10);
+    straight.after(10);
+    // The restarted controller was down for two intervals: it looks once, 20 s later.
+    restarted.after(20);
+    let totals = |h: &Harness| h.status().sequential.as_ref().unwrap().metrics[0].totals;
+    assert_eq!(totals(&straight), totals(&restarted));
+}
+
+/// A tally Prometheus cannot answer is an analysis error, handled by onAnalysisError.
+#[test]
+fn sequential_tally_error_pauses() {
+    let mut h = sequential();
+    h.tally_rates = Err("Prometheus at http://prometheus:9090 is unreachable".into());
+    h.reconcile();
+    h.after(1);
+    h.after(1);
+    h.after(10);
+    assert_eq!(h.phase(), Phase::Paused);
+    assert_eq!(h.status().last_analysis.as_ref().unwrap().verdict, Verdict::Error);
 }
