@@ -11,12 +11,14 @@ mod error;
 pub mod mapping;
 mod prometheus;
 pub mod promql;
+pub mod tokens;
 
 use std::time::Duration;
 
 pub use error::{AnalysisError, MetricProblem};
 pub use prometheus::PrometheusSource;
 pub use promql::bind_models;
+pub use tokens::{ArmTokens, TokenSample};
 
 /// Which rollout to measure and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +115,14 @@ pub trait MetricsSource: Send + Sync {
         target: &Target,
         spec: &MeasureSpec,
     ) -> impl std::future::Future<Output = Result<Measurements, AnalysisError>> + Send;
+
+    /// Both arms' prompt and completion tokens and requests over `range` (token budget and
+    /// cost per request), evaluated at the query time (now).
+    fn tokens(
+        &self,
+        target: &Target,
+        range: Duration,
+    ) -> impl std::future::Future<Output = Result<TokenSample, AnalysisError>> + Send;
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ fn quote(value: &str) -> String {
 }
 
 /// `rollout="r",rollout_namespace="ns"`: the matchers that select one rollout.
-fn rollout_matchers(target: &Target) -> String {
+pub(crate) fn rollout_matchers(target: &Target) -> String {
     format!("rollout={},rollout_namespace={}", quote(&target.rollout), quote(&target.namespace))
 }
 

@@ -10,7 +10,7 @@ pub mod vocabulary;
 pub use duration::{Duration, DurationError};
 pub use rollout::{
     Analysis, AnalysisPoint, AnalysisResult, ArmMeasurements, CustomMetric, ModelRollout,
-    ModelRolloutSpec, ModelRolloutStatus, ModelTarget, OnAnalysisError, Step, StepAction,
+    ModelRolloutSpec, ModelRolloutStatus, ModelTarget, OnAnalysisError, Pricing, Step, StepAction,
 };
 pub use routing::{
     ROUTING_DOCUMENT_VERSION, RoutingArm, RoutingDocument, RoutingDocumentError, Stickiness,

@@ -45,6 +45,11 @@ pub struct RoutingDocument {
     pub stickiness: Stickiness,
     /// The rollout's phase when the document was written.
     pub phase: Phase,
+    /// A request header whose value `canary` or `stable` forces the arm of that request (for
+    /// testers); forced requests are counted apart (`gray_release_forced_requests_total`).
+    /// Absent: no header forces anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_arm_header: Option<String>,
 }
 
 /// One upstream: the model name sent to it, its base URL and the credential to use.
@@ -200,6 +205,15 @@ impl RoutingDocument {
             return Err(invalid("canaryWeight", self.canary_weight, "must be between 0 and 100"));
         }
         self.stickiness.validate()?;
+        if let Some(header) = &self.force_arm_header
+            && !is_http_header_name(header)
+        {
+            return Err(invalid(
+                "forceArmHeader",
+                format!("{header:?}"),
+                "must be an HTTP header name (letters, digits and !#$%&'*+-.^_`|~), e.g. X-Force-Arm",
+            ));
+        }
         if self.stable.model == self.canary.model
             && same_endpoint(&self.stable.endpoint, &self.canary.endpoint)
         {
@@ -703,6 +717,12 @@ mod tests {
                 "bad header",
                 edited(|v| v["stickiness"]["headers"] = json!(["X-Ok", "X Session"])),
                 "field stickiness.headers[1] is \"X Session\"",
+                "HTTP header name",
+            ),
+            (
+                "bad force-arm header",
+                edited(|v| v["forceArmHeader"] = json!("X Force")),
+                "field forceArmHeader is \"X Force\"",
                 "HTTP header name",
             ),
             (

@@ -16,7 +16,7 @@ use std::time::Duration as StdDuration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
-use modelrollout_analysis::{MeasureSpec, Measurements, ProxyWeight, bind_models};
+use modelrollout_analysis::{MeasureSpec, Measurements, ProxyWeight, TokenSample, bind_models};
 use modelrollout_api::rollout::{
     AnalysisPoint, AnalysisResult, FailedCheck, HISTORY_LIMIT, HandledAnnotations, MetricValue,
 };
@@ -41,6 +41,8 @@ pub struct Observations {
     pub proxies: Option<Result<Vec<ProxyWeight>, String>>,
     /// The analysis measurements, or why they could not be taken.
     pub measurements: Option<Result<Measurements, String>>,
+    /// Both arms' token counts (token budget, cost per request), or why they could not be taken.
+    pub tokens: Option<Result<TokenSample, String>>,
 }
 
 /// Something [`decide`] must know before it can decide.
@@ -50,6 +52,8 @@ pub enum Need {
     ProxyWeights,
     /// Canary and stable measurements over this range.
     Measurements(MeasureSpec),
+    /// Both arms' token counts over this range (asked only with a token budget or pricing).
+    Tokens(StdDuration),
 }
 
 /// Either a request for more observations or the decision.
@@ -138,6 +142,10 @@ pub enum EventReason {
     ManualRetry,
     /// A request that does not apply now.
     RequestIgnored,
+    /// The canary went over its token budget, or its next step would.
+    BudgetExceeded,
+    /// The canary is back within its token budget.
+    WithinBudget,
 }
 
 impl EventReason {
@@ -159,6 +167,8 @@ impl EventReason {
             EventReason::ManualAbort => "ManualAbort",
             EventReason::ManualRetry => "ManualRetry",
             EventReason::RequestIgnored => "RequestIgnored",
+            EventReason::BudgetExceeded => "BudgetExceeded",
+            EventReason::WithinBudget => "WithinBudget",
         }
     }
 }
@@ -260,6 +270,7 @@ impl<'a> Walk<'a> {
 
     fn finish(mut self) -> Decision {
         let phase = self.phase();
+        self.budget_pause();
         if !phase.is_terminal() && phase != Phase::Pending {
             match self.pause_reason.clone() {
                 Some((reason, message)) => {
@@ -384,6 +395,7 @@ impl<'a> Walk<'a> {
         self.condition(ConditionType::Promoted, false, Reason::RolloutStarted, message);
         self.condition(ConditionType::RolledBack, false, Reason::RolloutStarted, message);
         self.status.conditions.retain(|c| c.type_ != ConditionType::AnalysisHealthy.as_str());
+        self.status.conditions.retain(|c| c.type_ != ConditionType::WithinBudget.as_str());
     }
 
     // --- 3. manual requests ---
@@ -579,7 +591,8 @@ impl<'a> Walk<'a> {
             StdDuration::try_from(self.now.duration_since(applied_at)).unwrap_or_default();
         let window = self.rollout.spec.analysis.window.as_std();
         let range = StdDuration::from_secs(since_applied.min(window).as_secs().max(1));
-        let Some(measured) = &self.observed.measurements else {
+        let observed = self.observed;
+        let Some(measured) = &observed.measurements else {
             let spec = &self.rollout.spec;
             let custom = spec.analysis.metrics.iter().map(|m| {
                 let query =
@@ -589,16 +602,23 @@ impl<'a> Walk<'a> {
             let custom = custom.collect();
             return Err(Need::Measurements(MeasureSpec { range, custom }));
         };
+        let tokens = match (crate::guards::wants_tokens(&self.rollout.spec), &observed.tokens) {
+            (false, _) => None,
+            (true, None) => return Err(Need::Tokens(range)),
+            (true, Some(tokens)) => Some(tokens),
+        };
         self.requeue_in(interval);
-        Ok(match measured {
-            Err(error) => {
-                let error = error.clone();
-                self.record_error(&error);
+        Ok(match (measured, tokens) {
+            (Err(error), _) | (Ok(_), Some(Err(error))) => {
+                self.record_error(error);
                 if self.phase().is_terminal() { Analysed::RolledBack } else { Analysed::Held }
             }
-            Ok(measurements) => {
-                let measurements = measurements.clone();
-                self.record_judgement(&measurements)
+            (Ok(measurements), tokens) => {
+                let tokens = tokens.and_then(|t| t.as_ref().ok());
+                match self.record_judgement(measurements, tokens) {
+                    Analysed::RolledBack => Analysed::RolledBack,
+                    analysed => self.token_budget(tokens, analysed),
+                }
             }
         })
     }
@@ -614,6 +634,7 @@ impl<'a> Walk<'a> {
             metrics: Vec::new(),
             failed_checks: Vec::new(),
             message: Some(message.clone()),
+            cost_ratio: None,
         });
         self.push_history(Verdict::Error, None);
         self.condition_unknown(ConditionType::AnalysisHealthy, Reason::AnalysisError, &message);
@@ -637,9 +658,17 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn record_judgement(&mut self, measurements: &Measurements) -> Analysed {
+    fn record_judgement(
+        &mut self,
+        measurements: &Measurements,
+        tokens: Option<&TokenSample>,
+    ) -> Analysed {
         let spec = &self.rollout.spec.analysis;
-        let judgement = judge(spec, measurements);
+        let mut judgement = judge(spec, measurements);
+        let costs = tokens.map(|t| crate::guards::costs(&self.rollout.spec, t));
+        if let Some(costs) = &costs {
+            crate::guards::judge_cost(&mut judgement, spec, costs, measurements.canary.requests);
+        }
         let before = self.status.last_analysis.as_ref().map(|a| a.verdict);
         let failures = self.status.consecutive_failures.unwrap_or(0);
         let failures = if judgement.verdict == Verdict::Fail {
@@ -650,7 +679,11 @@ impl<'a> Walk<'a> {
             failures
         };
         self.status.consecutive_failures = Some(failures);
-        self.status.last_analysis = Some(analysis_result(self.now, measurements, &judgement));
+        let mut result = analysis_result(self.now, measurements, &judgement);
+        if let (Some(tokens), Some(costs)) = (tokens, costs) {
+            budget::record_tokens(&mut result, tokens, &costs);
+        }
+        self.status.last_analysis = Some(result);
         self.push_history(judgement.verdict, Some(measurements));
         let message = judgement.message.clone();
         match judgement.verdict {
@@ -721,6 +754,10 @@ impl<'a> Walk<'a> {
     /// Completes steps while they are done: a healthy `setWeight`, an expired pause.
     fn steps(&mut self, healthy: bool) -> Flow {
         let mut healthy = healthy;
+        if self.over_budget() {
+            // Held until the canary fits its token budget (at this step and the next).
+            return Ok(());
+        }
         // Each pass either returns or moves to the next step, so this ends.
         for _ in 0..=self.steps_len() {
             if self.phase().is_terminal() {
@@ -1012,6 +1049,8 @@ fn arm_measurements(sample: &modelrollout_analysis::ArmSample) -> ArmMeasurement
         error_rate: sample.error_rate(),
         latency_p95_seconds: sample.latency_p95_seconds,
         time_to_first_token_p95_seconds: sample.ttft_p95_seconds,
+        tokens_per_minute: None,
+        cost_per_1k_requests: None,
     }
 }
 
@@ -1028,8 +1067,10 @@ fn analysis_result(now: Timestamp, m: &Measurements, judgement: &Judgement) -> A
             .collect(),
         failed_checks: judgement.failed.iter().map(FailedCheck::clone).collect(),
         message: Some(judgement.message.clone()),
+        cost_ratio: None,
     }
 }
 
+mod budget;
 #[cfg(test)]
 mod tests;

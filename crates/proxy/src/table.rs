@@ -113,6 +113,10 @@ pub struct Route {
     pub stable: Arm,
     /// The canary arm.
     pub canary: Arm,
+    /// The document's forceArmHeader and the route forced requests go through (its arms
+    /// count apart); built with the metrics (see [`crate::forced`]).
+    pub(crate) forced: Option<(HeaderName, Arc<Route>)>,
+    force_header: Option<HeaderName>,
 }
 
 impl Route {
@@ -158,6 +162,7 @@ impl Route {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let force_header = crate::forced::header_name(document.force_arm_header.as_deref())?;
         Ok(Route {
             key: key.to_owned(),
             hasher: StickyHasher::new(&document.namespace, &document.rollout),
@@ -167,6 +172,8 @@ impl Route {
             document,
             stable,
             canary,
+            forced: None,
+            force_header,
         })
     }
 
@@ -221,6 +228,10 @@ impl Route {
                 &arm.model,
                 arm.track.is_canary(),
             );
+        }
+        if let Some(header) = self.force_header.clone() {
+            let view = crate::forced::forced_view(&self, metrics);
+            self.forced = Some((header, Arc::new(view)));
         }
         self
     }

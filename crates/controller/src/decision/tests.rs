@@ -77,6 +77,8 @@ struct Harness {
     events: Vec<EventNote>,
     /// The ranges analyses asked for.
     ranges: Vec<StdDuration>,
+    /// What Prometheus answers for token counts (token budget, pricing).
+    tokens: Result<modelrollout_analysis::TokenSample, String>,
     last: Option<Decision>,
 }
 
@@ -90,6 +92,7 @@ impl Harness {
             measurements: Ok(healthy()),
             events: Vec::new(),
             ranges: Vec::new(),
+            tokens: Ok(modelrollout_analysis::TokenSample::default()),
             last: None,
         }
     }
@@ -120,6 +123,10 @@ impl Harness {
                     assert!(observed.measurements.is_none(), "asked twice for measurements");
                     self.ranges.push(range);
                     observed.measurements = Some(self.measurements.clone());
+                }
+                Outcome::Need(Need::Tokens(_)) => {
+                    assert!(observed.tokens.is_none(), "asked twice for token counts");
+                    observed.tokens = Some(self.tokens.clone());
                 }
             }
         };
@@ -662,6 +669,7 @@ fn the_same_status_gives_the_same_decision() {
         &Observations {
             proxies: Some(Ok(vec![ProxyWeight { instance: "p".into(), weight: 5.0 }])),
             measurements: Some(Ok(healthy())),
+            tokens: None,
         },
     );
     let again = decide(
@@ -670,6 +678,7 @@ fn the_same_status_gives_the_same_decision() {
         &Observations {
             proxies: Some(Ok(vec![ProxyWeight { instance: "p".into(), weight: 5.0 }])),
             measurements: Some(Ok(healthy())),
+            tokens: None,
         },
     );
     match (first, again) {
@@ -715,3 +724,5 @@ fn condition_reasons_are_vocabulary_words() {
         assert!(condition.type_.parse::<ConditionType>().is_ok(), "{condition:?}");
     }
 }
+
+mod guards;
