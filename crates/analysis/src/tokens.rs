@@ -93,10 +93,9 @@ impl PrometheusSource {
             })
             .collect();
         let work = async {
-            let answers = try_join_all(
-                queries.iter().map(|q| self.query(&client, address, q.clone(), &at)),
-            )
-            .await?;
+            let answers =
+                try_join_all(queries.iter().map(|q| self.query(&client, address, q.clone(), &at)))
+                    .await?;
             let mut counts = Vec::with_capacity(answers.len());
             for (query, data) in queries.iter().zip(&answers) {
                 counts.push(mapping::count(address, query, data)?);

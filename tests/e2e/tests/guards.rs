@@ -233,7 +233,8 @@ async fn rate_limited_canary_falls_back_to_stable() -> Result {
         any,
     )
     .await?;
-    let dir = std::env::temp_dir().join(format!("modelrollout-e2e-fallback-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("modelrollout-e2e-fallback-{}", std::process::id()));
     let routing = dir.join("routing");
     std::fs::create_dir_all(&routing)?;
     let document = json!({

@@ -25,8 +25,7 @@ impl Walk<'_> {
         tokens: Option<&TokenSample>,
         analysed: Analysed,
     ) -> Analysed {
-        let Some(limit) = self.rollout.spec.analysis.thresholds.max_canary_tokens_per_minute
-        else {
+        let Some(limit) = self.rollout.spec.analysis.thresholds.max_canary_tokens_per_minute else {
             self.status.conditions.retain(|c| c.type_ != ConditionType::WithinBudget.as_str());
             return analysed;
         };
@@ -104,7 +103,10 @@ impl Walk<'_> {
     /// too (the condition carries it from one reconcile to the next).
     pub(super) fn budget_pause(&mut self) {
         let phase = self.phase();
-        if self.pause_reason.is_some() || phase.is_terminal() || phase == modelrollout_api::Phase::Pending {
+        if self.pause_reason.is_some()
+            || phase.is_terminal()
+            || phase == modelrollout_api::Phase::Pending
+        {
             return;
         }
         if self.over_budget() {

@@ -69,8 +69,8 @@ async fn force_arm_header_forces_and_counts_apart() {
     let dir = forced_dir(&stable.base_url(), &canary.base_url(), 0);
     let proxy = start_proxy(&dir, |_| {}).await;
     let url = proxy.base_url();
-    let answer = post(&url, "/chat/completions", &chat("chat-default"), &[("x-force-arm", "canary")])
-        .await;
+    let answer =
+        post(&url, "/chat/completions", &chat("chat-default"), &[("x-force-arm", "canary")]).await;
     assert_eq!((answer.status.as_u16(), answer.track()), (200, "canary"), "{}", answer.text());
     assert_eq!(answer.json()["model"], CANARY_MODEL);
     let answer = post(&url, "/chat/completions", &chat("chat-default"), &[]).await;

@@ -43,7 +43,9 @@ fn over_budget_steps_back_to_the_last_step_that_fits() {
     let budget = h.condition(ConditionType::WithinBudget);
     assert_eq!((budget.status.as_str(), budget.reason.as_str()), ("False", "BudgetExceeded"));
     assert!(
-        budget.message.contains("2000 tokens/min at 25%, over its budget of 1000: back to step 1/6 (5%)"),
+        budget
+            .message
+            .contains("2000 tokens/min at 25%, over its budget of 1000: back to step 1/6 (5%)"),
         "{}",
         budget.message
     );
@@ -121,7 +123,8 @@ fn cost_figures_are_recorded() {
     h.after(10);
     let analysis = h.status().last_analysis.clone().unwrap();
     assert_eq!(analysis.verdict, Verdict::Pass);
-    let (canary, stable) = (analysis.canary.cost_per_1k_requests, analysis.stable.cost_per_1k_requests);
+    let (canary, stable) =
+        (analysis.canary.cost_per_1k_requests, analysis.stable.cost_per_1k_requests);
     assert!((canary.unwrap() - 0.18).abs() < 1e-9 && (stable.unwrap() - 0.18).abs() < 1e-9);
     assert!((analysis.cost_ratio.unwrap() - 1.0).abs() < 1e-9);
     assert_eq!(analysis.canary.tokens_per_minute, Some(15_000.0));
@@ -147,7 +150,11 @@ fn cost_over_the_limit_rolls_back() {
     h.after(10);
     let rolled = h.condition(ConditionType::RolledBack);
     assert_eq!((rolled.status.as_str(), rolled.reason.as_str()), ("True", "CostExceeded"));
-    assert!(rolled.message.contains("2.00 × stable's 0.18 (maxCostIncrease 1.5)"), "{}", rolled.message);
+    assert!(
+        rolled.message.contains("2.00 × stable's 0.18 (maxCostIncrease 1.5)"),
+        "{}",
+        rolled.message
+    );
 }
 
 /// Without a budget or pricing no token counts are asked for (no extra queries).
