@@ -98,7 +98,8 @@ async fn force_arm_header_forces_and_counts_apart() {
 /// Without forceArmHeader in the document the header means nothing (off by default).
 #[tokio::test]
 async fn force_arm_header_is_off_by_default() {
-    let TwoArms { dir, .. } = two_arms(0).await;
+    // The upstreams must outlive the request: bind them, do not drop them with `..`.
+    let TwoArms { stable: _stable, canary: _canary, dir } = two_arms(0).await;
     let proxy = start_proxy(&dir, |_| {}).await;
     let answer = post(
         &proxy.base_url(),
@@ -120,16 +121,19 @@ async fn openai_client_forces_the_canary_with_extra_headers() {
     let proxy = start_proxy(&dir, |_| {}).await;
     let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/component/openai_forced_arm.py");
-    let output = bounded(
-        "the openai client script",
+    // Python and the openai import take tens of seconds on a busy 2-core machine.
+    let output = tokio::time::timeout(
+        Duration::from_secs(180),
         tokio::process::Command::new(crate::openai_python::python())
             .arg(&script)
             .env("PROXY_BASE_URL", proxy.base_url())
             .env_remove("OPENAI_BASE_URL")
             .env_remove("OPENAI_API_KEY")
+            .kill_on_drop(true)
             .output(),
     )
     .await
+    .expect("the openai client script did not finish within 180s")
     .expect("run python");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
