@@ -13,8 +13,8 @@ pub use duration::{Duration, DurationError, parse_duration};
 pub use endpoint::Endpoint;
 pub use rollout::{
     Analysis, AnalysisMethod, AnalysisPoint, AnalysisResult, ArmMeasurements, CustomMetric,
-    ModelRollout, ModelRolloutSpec, ModelRolloutStatus, ModelTarget, OnAnalysisError, Step,
-    StepAction,
+    ModelRollout, ModelRolloutSpec, ModelRolloutStatus, ModelTarget, OnAnalysisError, Pricing,
+    Step, StepAction,
 };
 pub use routing::{
     ROUTING_DOCUMENT_VERSION, RoutingArm, RoutingDocument, RoutingDocumentError, Stickiness,

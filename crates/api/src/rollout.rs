@@ -118,7 +118,14 @@ macro_rules! http_url_rule {
         json_path = ".status.lastAnalysis.canary.errorRate",
         description = "Canary error rate (0..1) in the last analysis"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Cost-Ratio",
+        type_ = "number",
+        json_path = ".status.lastAnalysis.costRatio",
+        description = "Canary cost per request over stable's in the last analysis (needs pricing on both arms)",
+        priority = 1
+    )
 )]
 #[x_kube(
     validation = Rule::new(
@@ -129,7 +136,12 @@ macro_rules! http_url_rule {
     validation = http_url_rule!("self.stable.endpoint", "spec.stable.endpoint", "https://api.openai.com/v1")
         .field_path(".stable.endpoint"),
     validation = http_url_rule!("self.canary.endpoint", "spec.canary.endpoint", "https://api.openai.com/v1")
-        .field_path(".canary.endpoint")
+        .field_path(".canary.endpoint"),
+    validation = Rule::new(
+        "!has(self.analysis.thresholds) || !has(self.analysis.thresholds.maxCostIncrease) || (has(self.stable.pricing) && has(self.canary.pricing))"
+    ).message(
+        "spec.analysis.thresholds.maxCostIncrease compares the arms' cost per request: set spec.stable.pricing and spec.canary.pricing, e.g. {inputPerMillionTokens: 2, outputPerMillionTokens: 8}"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ModelRolloutSpec {
@@ -166,7 +178,7 @@ pub struct ModelRolloutSpec {
 }
 
 /// One model API: the model name sent upstream, its base URL and, optionally, its API key.
-#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelTarget {
     /// Model name sent upstream in the request body "model" (e.g. gpt-4.1).
@@ -196,6 +208,26 @@ pub struct ModelTarget {
     /// go over https://, or plain http:// only to loopback or in-cluster service names.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_insecure: bool,
+
+    /// What this model's tokens cost, in any unit you like as long as both arms use the same
+    /// (e.g. US dollars). With pricing on both arms the controller records each arm's cost per
+    /// 1000 requests in status.lastAnalysis and can check thresholds.maxCostIncrease. Left out:
+    /// no cost figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Pricing>,
+}
+
+/// The price of a model's tokens, per million, in a currency-neutral unit.
+#[derive(KubeSchema, Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pricing {
+    /// Price of one million prompt (input) tokens, e.g. 2 for $2 per million. At least 0.
+    #[schemars(range(min = 0.0))]
+    pub input_per_million_tokens: f64,
+
+    /// Price of one million completion (output) tokens, e.g. 8 for $8 per million. At least 0.
+    #[schemars(range(min = 0.0))]
+    pub output_per_million_tokens: f64,
 }
 
 /// A key of a Secret in the rollout's namespace.
@@ -223,6 +255,14 @@ pub struct RoutingSpec {
     /// How requests are pinned to one arm. Left out: every request is placed at random.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stickiness: Option<StickinessSpec>,
+
+    /// Opt-in header for testers, e.g. X-Force-Arm: a request carrying it with value canary or
+    /// stable goes to that arm whatever the weight (so QA can try the canary at 0%). Forced
+    /// requests are counted apart and analysis leaves them out. Any caller can send a header,
+    /// so set it only where callers are trusted. Left out (default): nothing forces an arm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), pattern(HEADER_NAME_PATTERN))]
+    pub force_arm_header: Option<String>,
 }
 
 /// A ConfigMap in the rollout's namespace.
@@ -442,6 +482,24 @@ pub struct Thresholds {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = positive_duration_rule!("spec.analysis.thresholds.maxTimeToFirstTokenP95"))]
     pub max_time_to_first_token_p95: Option<Duration>,
+
+    /// Token budget of the canary: highest rate of prompt plus completion tokens per minute it
+    /// may use, summed over every proxy (gray_release_tokens_total). Over it, the rollout does
+    /// not advance and steps back to the last step whose weight fits (reason BudgetExceeded);
+    /// it never rolls back for the budget alone. A step also waits when the next step's weight
+    /// would, by the rate measured now, go over it. Left out: no budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000_000_000i64))]
+    pub max_canary_tokens_per_minute: Option<i64>,
+
+    /// Highest canary cost per request as a multiple of stable's (1.5 = the canary may cost up
+    /// to 50% more per request). Needs pricing on both arms. A breach is a failed check like
+    /// the others (reason CostExceeded). Left out: not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0.0").message(
+        "spec.analysis.thresholds.maxCostIncrease must be a ratio above 0, e.g. 1.5 for at most 50% more than stable"
+    ))]
+    pub max_cost_increase: Option<f64>,
 }
 
 /// An extra check: a PromQL query that must return one number within [min, max].
@@ -531,6 +589,8 @@ impl Default for Thresholds {
             max_error_rate_increase: None,
             max_latency_p95: DEFAULT_MAX_LATENCY_P95,
             max_time_to_first_token_p95: None,
+            max_canary_tokens_per_minute: None,
+            max_cost_increase: None,
         }
     }
 }
@@ -831,6 +891,10 @@ pub struct AnalysisResult {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 3))]
     pub evidence: Vec<MetricEvidence>,
+    /// Canary cost per request divided by stable's (1.2 = 20% more), when both arms have
+    /// pricing and served requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_ratio: Option<f64>,
 }
 
 /// Measurements of one arm. A missing value means Prometheus had no data for it.
@@ -853,6 +917,16 @@ pub struct ArmMeasurements {
     /// p95 time to first token of streamed responses, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_to_first_token_p95_seconds: Option<f64>,
+
+    /// Prompt plus completion tokens per minute over the window, summed over every proxy
+    /// (measured when a token budget or pricing is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<f64>,
+
+    /// Cost of 1000 requests at this arm's pricing and its measured tokens per request (same
+    /// unit as pricing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_1k_requests: Option<f64>,
 }
 
 /// The value of one custom metric.
@@ -942,6 +1016,7 @@ impl ModelRollout {
             },
             phase,
             latency_bounds_ms: self.latency_limits_ms(),
+            force_arm_header: self.spec.routing.force_arm_header.clone(),
         };
         document.validate()?;
         Ok(document)
@@ -1111,6 +1186,7 @@ status:
             ("PHASE", ".status.phase"),
             ("CANARY-ERR", ".status.lastAnalysis.canary.errorRate"),
             ("AGE", ".metadata.creationTimestamp"),
+            ("COST-RATIO", ".status.lastAnalysis.costRatio"),
         ];
         assert_eq!(columns.len(), expected.len());
         for ((name, path), (want_name, want_path)) in columns.iter().zip(expected) {

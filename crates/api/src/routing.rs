@@ -50,6 +50,12 @@ pub struct RoutingDocument {
     /// requests over a bound (exact), not a guess inside a bucket.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub latency_bounds_ms: Vec<u32>,
+
+    /// A request header whose value `canary` or `stable` forces the arm of that request (for
+    /// testers); forced requests are counted apart (`gray_release_forced_requests_total`).
+    /// Absent: no header forces anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_arm_header: Option<String>,
 }
 
 /// One upstream: the model name sent to it, its base URL and the credential to use.
@@ -206,6 +212,15 @@ impl RoutingDocument {
         }
         self.stickiness.validate()?;
         self.check_latency_bounds()?;
+        if let Some(header) = &self.force_arm_header
+            && !is_http_header_name(header)
+        {
+            return Err(invalid(
+                "forceArmHeader",
+                format!("{header:?}"),
+                "must be an HTTP header name (letters, digits and !#$%&'*+-.^_`|~), e.g. X-Force-Arm",
+            ));
+        }
         if self.stable.model == self.canary.model
             && same_endpoint(&self.stable.endpoint, &self.canary.endpoint)
         {
@@ -711,6 +726,12 @@ mod tests {
                 "bad header",
                 edited(|v| v["stickiness"]["headers"] = json!(["X-Ok", "X Session"])),
                 "field stickiness.headers[1] is \"X Session\"",
+                "HTTP header name",
+            ),
+            (
+                "bad force-arm header",
+                edited(|v| v["forceArmHeader"] = json!("X Force")),
+                "field forceArmHeader is \"X Force\"",
                 "HTTP header name",
             ),
             (

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod decision;
 pub mod events;
+pub mod guards;
 pub mod judge;
 pub mod leader;
 pub mod metrics;

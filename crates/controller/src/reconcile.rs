@@ -259,6 +259,16 @@ async fn decide_with_observations<M: MetricsSource>(
                 context.metrics.analysed(started, result.as_ref().err().map(|e| e.metric_label()));
                 observed.tally = Some(result.map_err(|e| e.to_string()));
             }
+            Outcome::Need(Need::Tokens(range)) => {
+                if observed.tokens.is_some() {
+                    return Err(Error::Loop { rollout: object(), need: "token counts" });
+                }
+                let started = Instant::now();
+                let result = context.source.tokens(&target, range).await;
+                watch.exclude(started.elapsed());
+                context.metrics.analysed(started, result.as_ref().err().map(|e| e.metric_label()));
+                observed.tokens = Some(result.map_err(|e| e.to_string()));
+            }
         }
     }
 }

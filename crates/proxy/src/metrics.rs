@@ -11,6 +11,8 @@
 //! | `gray_release_config_reloads_total` | counter | `result` (`success`, `failure`) |
 //! | `gray_release_client_cancelled_total` | counter | `rollout, rollout_namespace, model, is_canary` |
 //! | `gray_release_routing_generation` | gauge | — |
+//! | `gray_release_forced_requests_total` | counter | as `gray_release_requests_total` |
+//! | `gray_release_forced_tokens_total` | counter | as `gray_release_tokens_total` |
 //!
 //! `model` is the upstream model of the arm (e.g. `gpt-4.1`), `is_canary` is `"true"|"false"`,
 //! `status` is `success` iff `reason="ok"`. `reason` is one of (see [`Outcome`]): `ok`,
@@ -163,6 +165,9 @@ pub struct Metrics {
     weight: Family<RolloutLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
     generation: Gauge,
+    /// Requests a tester forced onto an arm (docs/guards.md): never in analysis.
+    forced_requests: Family<RequestLabels, Counter>,
+    forced_tokens: Family<TokenLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -183,6 +188,18 @@ impl Metrics {
         let weight = Family::<RolloutLabels, Gauge>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let generation = Gauge::default();
+        let forced_requests = Family::<RequestLabels, Counter>::default();
+        let forced_tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "gray_release_forced_requests",
+            "Upstream attempts of requests forced onto an arm by the rollout's forceArmHeader (left out of analysis)",
+            forced_requests.clone(),
+        );
+        registry.register(
+            "gray_release_forced_tokens",
+            "Tokens of requests forced onto an arm by the rollout's forceArmHeader (left out of analysis)",
+            forced_tokens.clone(),
+        );
         registry.register(
             "gray_release_requests",
             "Upstream attempts by rollout, arm and outcome",
@@ -233,11 +250,49 @@ impl Metrics {
             weight,
             reloads,
             generation,
+            forced_requests,
+            forced_tokens,
         }
     }
 
     /// The series of one arm, resolved once so requests only touch atomics.
     pub fn arm(&self, rollout: &str, namespace: &str, model: &str, is_canary: bool) -> ArmMetrics {
+        self.arm_in(&self.requests, &self.tokens, rollout, namespace, model, is_canary)
+    }
+
+    /// The series of one arm for forced requests: their own request and token counters
+    /// (latency and cancellations are not exported for them).
+    pub fn forced_arm(
+        &self,
+        rollout: &str,
+        namespace: &str,
+        model: &str,
+        is_canary: bool,
+    ) -> ArmMetrics {
+        let mut arm = self.arm_in(
+            &self.forced_requests,
+            &self.forced_tokens,
+            rollout,
+            namespace,
+            model,
+            is_canary,
+        );
+        let unregistered = ArmMetrics::unregistered();
+        arm.duration = unregistered.duration;
+        arm.ttft = unregistered.ttft;
+        arm.cancelled = unregistered.cancelled;
+        arm
+    }
+
+    fn arm_in(
+        &self,
+        requests: &Family<RequestLabels, Counter>,
+        tokens: &Family<TokenLabels, Counter>,
+        rollout: &str,
+        namespace: &str,
+        model: &str,
+        is_canary: bool,
+    ) -> ArmMetrics {
         let is_canary = if is_canary { "true" } else { "false" };
         let arm = ArmLabels {
             rollout: rollout.to_owned(),
@@ -246,7 +301,7 @@ impl Metrics {
             is_canary,
         };
         let requests = Outcome::ALL.map(|outcome| {
-            self.requests.get_or_create_owned(&RequestLabels {
+            requests.get_or_create_owned(&RequestLabels {
                 rollout: arm.rollout.clone(),
                 rollout_namespace: arm.rollout_namespace.clone(),
                 model: arm.model.clone(),
@@ -256,7 +311,7 @@ impl Metrics {
             })
         });
         let token = |kind| {
-            self.tokens.get_or_create_owned(&TokenLabels {
+            tokens.get_or_create_owned(&TokenLabels {
                 rollout: arm.rollout.clone(),
                 rollout_namespace: arm.rollout_namespace.clone(),
                 model: arm.model.clone(),

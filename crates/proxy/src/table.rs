@@ -97,6 +97,10 @@ pub struct Route {
     pub stable: Arm,
     /// The canary arm.
     pub canary: Arm,
+    /// The document's forceArmHeader and the route forced requests go through (its arms
+    /// count apart); built with the metrics (see [`crate::forced`]).
+    pub(crate) forced: Option<(HeaderName, Arc<Route>)>,
+    force_header: Option<HeaderName>,
 }
 
 impl Route {
@@ -138,6 +142,7 @@ impl Route {
             .iter()
             .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
             .collect();
+        let force_header = crate::forced::header_name(document.force_arm_header.as_deref())?;
         Ok(Route {
             key: key.to_owned(),
             hasher: StickyHasher::new(&document.namespace, &document.rollout),
@@ -147,6 +152,8 @@ impl Route {
             document,
             stable,
             canary,
+            forced: None,
+            force_header,
         })
     }
 
@@ -201,6 +208,10 @@ impl Route {
                 &arm.model,
                 arm.track.is_canary(),
             );
+        }
+        if let Some(header) = self.force_header.clone() {
+            let view = crate::forced::forced_view(&self, metrics);
+            self.forced = Some((header, Arc::new(view)));
         }
         self
     }

@@ -97,6 +97,8 @@ struct Harness {
     tally_rates: Result<(ArmTally, ArmTally), String>,
     /// The tallies the sequential judge asked for.
     tallies: Vec<TallySpec>,
+    /// What Prometheus answers for token counts (token budget, pricing).
+    tokens: Result<modelrollout_analysis::TokenSample, String>,
     last: Option<Decision>,
 }
 
@@ -112,6 +114,7 @@ impl Harness {
             ranges: Vec::new(),
             tally_rates: Ok(tally_rates(0.01, 0.01)),
             tallies: Vec::new(),
+            tokens: Ok(modelrollout_analysis::TokenSample::default()),
             last: None,
         }
     }
@@ -165,6 +168,10 @@ impl Harness {
                         },
                     ));
                     self.tallies.push(spec);
+                }
+                Outcome::Need(Need::Tokens(_)) => {
+                    assert!(observed.tokens.is_none(), "asked twice for token counts");
+                    observed.tokens = Some(self.tokens.clone());
                 }
             }
         };
@@ -724,6 +731,7 @@ fn the_same_status_gives_the_same_decision() {
             proxies: Some(Ok(vec![ProxyWeight { instance: "p".into(), weight: 5.0 }])),
             measurements: Some(Ok(healthy())),
             tally: None,
+            tokens: None,
         },
     );
     let again = decide(
@@ -733,6 +741,7 @@ fn the_same_status_gives_the_same_decision() {
             proxies: Some(Ok(vec![ProxyWeight { instance: "p".into(), weight: 5.0 }])),
             measurements: Some(Ok(healthy())),
             tally: None,
+            tokens: None,
         },
     );
     match (first, again) {
@@ -894,3 +903,5 @@ fn sequential_tally_error_pauses() {
     assert_eq!(h.phase(), Phase::Paused);
     assert_eq!(h.status().last_analysis.as_ref().unwrap().verdict, Verdict::Error);
 }
+
+mod guards;
