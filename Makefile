@@ -14,10 +14,22 @@ IMAGE_DIR := .cache/images
 # Cargo profile of the imaged binaries (`make images IMAGE_PROFILE=dev` reuses the test build).
 IMAGE_PROFILE ?= release
 IMAGE_BIN_DIR := target/$(if $(filter dev,$(IMAGE_PROFILE)),debug,$(IMAGE_PROFILE))
+# Files the Helm chart carries a copy of (source:copy): `make crds` copies, `make crd-check` compares.
+CHART := charts/modelrollout
+CHART_COPIES := crds/modelrollout.yaml:$(CHART)/crds/modelrollout.yaml \
+  deploy/rbac/clusterrole.yaml:$(CHART)/files/rbac/clusterrole.yaml \
+  deploy/rbac/leader-election-role.yaml:$(CHART)/files/rbac/leader-election-role.yaml \
+  deploy/monitoring/alerts.rules.yaml:$(CHART)/files/alerts.rules.yaml
 # `make cluster-up NODE=1` also runs a node (containerd, kubelet, scheduler, controller-manager).
 NODE ?=
 # Python tools the tests drive (the official `openai` client) live in a virtualenv of our own.
 VENV := .cache/venv
+# Debian's promtool is built without Kubernetes discovery, so deploy/monitoring/prometheus.yml is
+# checked by upstream's, built once per machine from the Prometheus Go module (3.x; the version
+# is also in tests/monitoring/src/lib.rs).
+PROMTOOL_VERSION := v0.316.0
+UPSTREAM_PROMTOOL := $(HOME)/.cache/modelrollout/promtool-$(PROMTOOL_VERSION)/promtool
+GO ?= $(or $(shell command -v go),/usr/local/go/bin/go)
 
 .PHONY: help
 help: ## list the targets
@@ -28,7 +40,7 @@ build: ## build every binary (release)
 	$(CARGO) build --release --workspace --bins
 
 .PHONY: test
-test: deps lint crd-check control-plane ## everything CI checks: format, clippy, CRD drift, unit, component and end-to-end tests
+test: deps lint crd-check control-plane chart-lint ## everything CI checks: format, clippy, CRD drift, unit, component and end-to-end tests
 	@# debug images: the test build compiles those binaries anyway (a release build would double CI's time)
 	$(MAKE) --no-print-directory images IMAGE_PROFILE=dev
 	MODELROLLOUT_CONTROL_PLANE="$$($(CONTROL_PLANE_BUILD))" \
@@ -52,6 +64,9 @@ crds: ## regenerate crds/modelrollout.yaml from the Rust types
 	@# through a temporary file: a redirect straight into crds/ would empty it while crdgen compiles
 	$(CARGO) run --quiet -p modelrollout-api --bin crdgen > .cache/crd.yaml
 	mv .cache/crd.yaml crds/modelrollout.yaml
+	@# the chart carries copies (Helm reads only files inside the chart); a missing source is skipped
+	@for pair in $(CHART_COPIES); do src=$${pair%%:*}; dst=$${pair#*:}; \
+	  if [ -f $$src ]; then mkdir -p $$(dirname $$dst) && cp $$src $$dst; fi; done
 
 .PHONY: crd-check
 crd-check: ## fail when crds/ differs from what the code generates
@@ -59,6 +74,15 @@ crd-check: ## fail when crds/ differs from what the code generates
 	@$(CARGO) run --quiet -p modelrollout-api --bin crdgen > .cache/crd.yaml
 	@diff -u crds/modelrollout.yaml .cache/crd.yaml || \
 	  { echo "crds/modelrollout.yaml is out of date with the code: run 'make crds' and commit it"; exit 1; }
+	@for pair in $(CHART_COPIES); do src=$${pair%%:*}; dst=$${pair#*:}; \
+	  if [ -f $$src ]; then diff -u $$dst $$src || \
+	    { echo "$$dst differs from $$src: run 'make crds' and commit it"; exit 1; }; fi; done
+
+.PHONY: chart-lint
+chart-lint: control-plane ## helm lint --strict of charts/modelrollout, with its defaults and with every option on
+	@helm="$$($(CONTROL_PLANE_BUILD))/helm"; \
+	  "$$helm" lint --strict $(CHART) && \
+	  for values in $(CHART)/ci/*-values.yaml; do "$$helm" lint --strict $(CHART) --values $$values; done
 
 .PHONY: control-plane
 control-plane: ## build the pinned etcd, kube-apiserver, kubectl, helm, kubelet, kube-controller-manager, kube-scheduler (cached)
@@ -89,6 +113,20 @@ cluster-up: control-plane $(if $(NODE),images) ## start a local control plane fo
 node-up: ## the same as `make cluster-up NODE=1`
 	$(MAKE) cluster-up NODE=1
 
+.PHONY: demo
+demo: ## the whole story on a local cluster with a node: chart, Prometheus, a rollout promoted live, one rolled back (DEMO_KEEP=1 keeps it up)
+	@echo "==> [1/4] what a fresh machine lacks: Debian packages, the openai client (make deps)"
+	@$(MAKE) --no-print-directory deps
+	@echo "==> [2/4] the pinned Kubernetes binaries (first time: about 20 minutes of Go builds, then cached)"
+	@$(MAKE) --no-print-directory control-plane
+	@echo "==> [3/4] our binaries and their images (first time: a debug build of the workspace, ~10 minutes)"
+	@$(MAKE) --no-print-directory images IMAGE_PROFILE=dev
+	@echo "==> [4/4] the demo (about a minute)"
+	@MODELROLLOUT_CONTROL_PLANE="$$($(CONTROL_PLANE_BUILD) 2>/dev/null)" \
+	MODELROLLOUT_NODE_BINARIES="$$($(NODE_BUILD) 2>/dev/null)" \
+	MODELROLLOUT_IMAGES="$(CURDIR)/$(IMAGE_DIR)" \
+	target/debug/modelrollout-demo
+
 .PHONY: cluster-down
 cluster-down: ## stop the local control plane started by cluster-up
 	$(CARGO) run --quiet -p modelrollout-testcluster --bin testcluster -- down --dir .cache/cluster
@@ -109,7 +147,7 @@ sim: ## simulate thousands of rollouts: sequential judge vs Flagger/Argo-style t
 	$(CARGO) run --release --quiet -p modelrollout-sim -- --write docs/decisions.md
 
 .PHONY: deps
-deps: ## install what the tests need on a fresh machine (Debian packages incl. prometheus, the openai client)
+deps: ## install what the tests need on a fresh machine (Debian packages incl. prometheus and amtool, upstream promtool, the openai client)
 	@mkdir -p .cache
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
 	@[ -x $(VENV)/bin/python ] || python3 -m venv $(VENV)
@@ -117,6 +155,12 @@ deps: ## install what the tests need on a fresh machine (Debian packages incl. p
 	@# the analysis tests start their own Prometheus: Debian's service is stopped and disabled
 	@[ -x /usr/bin/prometheus ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
 	  && { systemctl disable --now prometheus || service prometheus stop; } >/dev/null 2>&1 || true; }
+	@# amtool checks deploy/monitoring/alertmanager.yml; the Alertmanager service itself is not wanted
+	@[ -x /usr/bin/amtool ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager \
+	  && { systemctl disable --now prometheus-alertmanager || service prometheus-alertmanager stop; } >/dev/null 2>&1 || true; }
+	@[ -x $(UPSTREAM_PROMTOOL) ] || { echo "building promtool $(PROMTOOL_VERSION) with Kubernetes discovery (once per machine; log in .cache/promtool-build.log)"; \
+	  GOBIN=$(dir $(UPSTREAM_PROMTOOL)) $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION) >.cache/promtool-build.log 2>&1 \
+	  || { tail -20 .cache/promtool-build.log; exit 1; }; }
 	@# the node beside the local control plane: container runtime, CNI plugins, the forwarders
 	@command -v containerd >/dev/null && command -v runc >/dev/null && [ -x /usr/lib/cni/bridge ] && command -v socat >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc containernetworking-plugins socat; }

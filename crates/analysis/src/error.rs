@@ -7,7 +7,7 @@ use std::time::Duration;
 pub enum AnalysisError {
     /// No connection could be made (refused, DNS, reset).
     #[error(
-        "Prometheus at {address} is unreachable ({detail}): check spec.analysis.prometheus.address and that Prometheus is running"
+        "Prometheus at {address} is unreachable ({detail}): check spec.analysis.prometheus.address (or the controller's --prometheus-address) and that Prometheus is running"
     )]
     Unreachable {
         /// The Prometheus base URL.

@@ -12,6 +12,7 @@ pub mod mapping;
 mod prometheus;
 pub mod promql;
 pub mod tally;
+pub mod tokens;
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ pub use error::{AnalysisError, MetricProblem};
 pub use prometheus::PrometheusSource;
 pub use promql::bind_models;
 pub use tally::{ArmTally, Tally, TallySpec};
+pub use tokens::{ArmTokens, TokenSample};
 
 /// Which rollout to measure and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,6 +125,14 @@ pub trait MetricsSource: Send + Sync {
         target: &Target,
         spec: &TallySpec,
     ) -> impl std::future::Future<Output = Result<Tally, AnalysisError>> + Send;
+
+    /// Both arms' prompt and completion tokens and requests over `range` (token budget and
+    /// cost per request), evaluated at the query time (now).
+    fn tokens(
+        &self,
+        target: &Target,
+        range: Duration,
+    ) -> impl std::future::Future<Output = Result<TokenSample, AnalysisError>> + Send;
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ impl PrometheusSource {
     }
 
     /// The cached client for `address`, made on first use.
-    fn client(&self, address: &str) -> Result<Client, AnalysisError> {
+    pub(crate) fn client(&self, address: &str) -> Result<Client, AnalysisError> {
         let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(client) = clients.get(address) {
             return Ok(client.clone());
@@ -63,7 +63,7 @@ impl PrometheusSource {
 
     /// Runs one instant query evaluated at `at` (Unix seconds, millisecond precision), mapping
     /// every failure to an [`AnalysisError`].
-    async fn query(
+    pub(crate) async fn query(
         &self,
         client: &Client,
         address: &str,
@@ -162,7 +162,7 @@ impl PrometheusSource {
     }
 
     /// Bounds a whole call by the query timeout.
-    async fn bounded<T>(
+    pub(crate) async fn bounded<T>(
         &self,
         address: &str,
         work: impl Future<Output = Result<T, AnalysisError>>,
@@ -248,11 +248,19 @@ impl MetricsSource for PrometheusSource {
         };
         self.bounded(address, work).await
     }
+
+    async fn tokens(
+        &self,
+        target: &Target,
+        range: Duration,
+    ) -> Result<crate::TokenSample, AnalysisError> {
+        self.token_sample(target, range).await
+    }
 }
 
 /// Now as Unix seconds with milliseconds, the form of the API's `time` parameter. The
 /// controller's clock, like the range the controller clipped with it.
-fn evaluation_time() -> String {
+pub(crate) fn evaluation_time() -> String {
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     format!("{}.{:03}", now.as_secs(), now.subsec_millis())

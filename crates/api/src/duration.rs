@@ -1,6 +1,7 @@
-//! Human-written durations in the spec (`30s`, `5m`, `2h`, `1h30m`, `800ms`): a typed value that
-//! (de)serialises as that string and carries a schema `pattern`, so the API server rejects
-//! malformed strings before the controller ever sees them.
+//! Human-written durations (`30s`, `5m`, `2h`, `1h30m`, `800ms`): the one grammar of the workspace,
+//! in the spec, in every binary's flags and in the mock upstream's JSON, so a value that works in
+//! one place works in all. A typed value that (de)serialises as that string and carries a schema
+//! `pattern`, so the API server rejects malformed strings before the controller ever sees them.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -113,6 +114,11 @@ impl FromStr for Duration {
     }
 }
 
+/// Parses a flag or a config value in the duration grammar, for `clap`'s `value_parser`.
+pub fn parse_duration(text: &str) -> Result<StdDuration, DurationError> {
+    text.parse::<Duration>().map(Duration::as_std)
+}
+
 impl fmt::Display for Duration {
     /// Canonical form: hours, minutes, seconds, milliseconds, zero parts left out (`0s` for zero).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -140,8 +146,18 @@ impl Serialize for Duration {
 
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = Cow::<'de, str>::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
+        /// Reads a string; anything else (a bare number) is refused with the accepted form.
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Duration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a duration string: {DURATION_FORM}")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+                text.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Text)
     }
 }
 
@@ -215,6 +231,14 @@ mod tests {
         }
     }
 
+    /// Flags parse in the same grammar, and clap's message carries the fix.
+    #[test]
+    fn parse_duration_for_flags() {
+        assert_eq!(parse_duration("1m30s"), Ok(StdDuration::from_secs(90)));
+        let err = parse_duration("1.5s").unwrap_err().to_string();
+        assert!(err.contains("\"1.5s\"") && err.contains("e.g. 30s"), "{err}");
+    }
+
     /// serde reads and writes the string form, and reports bad strings through serde's error.
     #[test]
     fn serde_uses_the_string_form() {
@@ -223,7 +247,8 @@ mod tests {
         assert_eq!(serde_json::to_string(&d).unwrap(), "\"1h30m\"");
         let err = serde_json::from_str::<Duration>("\"soon\"").unwrap_err().to_string();
         assert!(err.contains("\"soon\""), "{err}");
-        assert!(serde_json::from_str::<Duration>("30").is_err());
+        let err = serde_json::from_str::<Duration>("30").unwrap_err().to_string();
+        assert!(err.contains("e.g. 30s"), "{err}");
     }
 
     /// Every string the pattern accepts parses, and every string it rejects fails to parse.

@@ -3,16 +3,18 @@
 
 pub mod buckets;
 pub mod duration;
+pub mod endpoint;
 pub mod rollout;
 pub mod routing;
 pub mod validation;
 pub mod vocabulary;
 
-pub use duration::{Duration, DurationError};
+pub use duration::{Duration, DurationError, parse_duration};
+pub use endpoint::Endpoint;
 pub use rollout::{
     Analysis, AnalysisMethod, AnalysisPoint, AnalysisResult, ArmMeasurements, CustomMetric,
-    ModelRollout, ModelRolloutSpec, ModelRolloutStatus, ModelTarget, OnAnalysisError, Step,
-    StepAction,
+    ModelRollout, ModelRolloutSpec, ModelRolloutStatus, ModelTarget, OnAnalysisError, Pricing,
+    Step, StepAction,
 };
 pub use routing::{
     ROUTING_DOCUMENT_VERSION, RoutingArm, RoutingDocument, RoutingDocumentError, Stickiness,

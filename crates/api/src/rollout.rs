@@ -1,4 +1,4 @@
-//! The `ModelRollout` custom resource (DESIGN.md §2): spec, status and the schema rules the API
+//! The `ModelRollout` custom resource (docs/resource.md): spec, status and the schema rules the API
 //! server enforces. Doc comments on fields become the `kubectl explain` text, so they say what a
 //! field does, its unit, its default and what happens when it is left out.
 
@@ -118,7 +118,14 @@ macro_rules! http_url_rule {
         json_path = ".status.lastAnalysis.canary.errorRate",
         description = "Canary error rate (0..1) in the last analysis"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Cost-Ratio",
+        type_ = "number",
+        json_path = ".status.lastAnalysis.costRatio",
+        description = "Canary cost per request over stable's in the last analysis (needs pricing on both arms)",
+        priority = 1
+    )
 )]
 #[x_kube(
     validation = Rule::new(
@@ -129,7 +136,12 @@ macro_rules! http_url_rule {
     validation = http_url_rule!("self.stable.endpoint", "spec.stable.endpoint", "https://api.openai.com/v1")
         .field_path(".stable.endpoint"),
     validation = http_url_rule!("self.canary.endpoint", "spec.canary.endpoint", "https://api.openai.com/v1")
-        .field_path(".canary.endpoint")
+        .field_path(".canary.endpoint"),
+    validation = Rule::new(
+        "!has(self.analysis.thresholds) || !has(self.analysis.thresholds.maxCostIncrease) || (has(self.stable.pricing) && has(self.canary.pricing))"
+    ).message(
+        "spec.analysis.thresholds.maxCostIncrease compares the arms' cost per request: set spec.stable.pricing and spec.canary.pricing, e.g. {inputPerMillionTokens: 2, outputPerMillionTokens: 8}"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ModelRolloutSpec {
@@ -155,7 +167,8 @@ pub struct ModelRolloutSpec {
     pub strategy: Strategy,
 
     /// How the canary is judged: the Prometheus to ask, how often, over which window, and the
-    /// limits it must stay within.
+    /// limits it must stay within. Every field has a default.
+    #[serde(default)]
     pub analysis: Analysis,
 
     /// When true the rollout holds at its current weight: no step advances and no analysis
@@ -165,7 +178,7 @@ pub struct ModelRolloutSpec {
 }
 
 /// One model API: the model name sent upstream, its base URL and, optionally, its API key.
-#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelTarget {
     /// Model name sent upstream in the request body "model" (e.g. gpt-4.1).
@@ -195,6 +208,26 @@ pub struct ModelTarget {
     /// go over https://, or plain http:// only to loopback or in-cluster service names.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_insecure: bool,
+
+    /// What this model's tokens cost, in any unit you like as long as both arms use the same
+    /// (e.g. US dollars). With pricing on both arms the controller records each arm's cost per
+    /// 1000 requests in status.lastAnalysis and can check thresholds.maxCostIncrease. Left out:
+    /// no cost figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Pricing>,
+}
+
+/// The price of a model's tokens, per million, in a currency-neutral unit.
+#[derive(KubeSchema, Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pricing {
+    /// Price of one million prompt (input) tokens, e.g. 2 for $2 per million. At least 0.
+    #[schemars(range(min = 0.0))]
+    pub input_per_million_tokens: f64,
+
+    /// Price of one million completion (output) tokens, e.g. 8 for $8 per million. At least 0.
+    #[schemars(range(min = 0.0))]
+    pub output_per_million_tokens: f64,
 }
 
 /// A key of a Secret in the rollout's namespace.
@@ -222,6 +255,14 @@ pub struct RoutingSpec {
     /// How requests are pinned to one arm. Left out: every request is placed at random.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stickiness: Option<StickinessSpec>,
+
+    /// Opt-in header for testers, e.g. X-Force-Arm: a request carrying it with value canary or
+    /// stable goes to that arm whatever the weight (so QA can try the canary at 0%). Forced
+    /// requests are counted apart and analysis leaves them out. Any caller can send a header,
+    /// so set it only where callers are trusted. Left out (default): nothing forces an arm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), pattern(HEADER_NAME_PATTERN))]
+    pub force_arm_header: Option<String>,
 }
 
 /// A ConfigMap in the rollout's namespace.
@@ -311,7 +352,9 @@ pub enum OnAnalysisError {
 ))]
 #[serde(rename_all = "camelCase")]
 pub struct Analysis {
-    /// The Prometheus that scrapes the proxies' gray_release_* metrics.
+    /// The Prometheus that scrapes the proxies' gray_release_* metrics. Default: the
+    /// controller's --prometheus-address.
+    #[serde(default)]
     pub prometheus: PrometheusSpec,
 
     /// How often checks run, e.g. 60s. At least 1s. Default 1m (60s).
@@ -398,17 +441,19 @@ pub enum AnalysisMethod {
 }
 
 /// Where Prometheus answers queries.
-#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrometheusSpec {
     /// Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090. The
-    /// controller calls <address>/api/v1/query.
+    /// controller calls <address>/api/v1/query. Default: the controller's
+    /// --prometheus-address (a rollout without either is marked InvalidSpec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = http_url_rule!(
         "self",
         "spec.analysis.prometheus.address",
         "http://prometheus.monitoring:9090"
     ))]
-    pub address: String,
+    pub address: Option<String>,
 }
 
 /// Built-in limits, each comparing the canary over analysis.window.
@@ -437,6 +482,24 @@ pub struct Thresholds {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = positive_duration_rule!("spec.analysis.thresholds.maxTimeToFirstTokenP95"))]
     pub max_time_to_first_token_p95: Option<Duration>,
+
+    /// Token budget of the canary: highest rate of prompt plus completion tokens per minute it
+    /// may use, summed over every proxy (gray_release_tokens_total). Over it, the rollout does
+    /// not advance and steps back to the last step whose weight fits (reason BudgetExceeded);
+    /// it never rolls back for the budget alone. A step also waits when the next step's weight
+    /// would, by the rate measured now, go over it. Left out: no budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000_000_000i64))]
+    pub max_canary_tokens_per_minute: Option<i64>,
+
+    /// Highest canary cost per request as a multiple of stable's (1.5 = the canary may cost up
+    /// to 50% more per request). Needs pricing on both arms. A breach is a failed check like
+    /// the others (reason CostExceeded). Left out: not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0.0").message(
+        "spec.analysis.thresholds.maxCostIncrease must be a ratio above 0, e.g. 1.5 for at most 50% more than stable"
+    ))]
+    pub max_cost_increase: Option<f64>,
 }
 
 /// An extra check: a PromQL query that must return one number within [min, max].
@@ -470,7 +533,7 @@ pub struct CustomMetric {
     pub max: Option<f64>,
 }
 
-// === defaults (DESIGN.md §2: production practice) ===
+// === defaults (docs/resource.md says why each) ===
 
 /// Default `analysis.interval`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
@@ -526,15 +589,16 @@ impl Default for Thresholds {
             max_error_rate_increase: None,
             max_latency_p95: DEFAULT_MAX_LATENCY_P95,
             max_time_to_first_token_p95: None,
+            max_canary_tokens_per_minute: None,
+            max_cost_increase: None,
         }
     }
 }
 
-impl Analysis {
-    /// Analysis against `prometheus_address` with every other field at its default.
-    pub fn with_defaults(prometheus_address: impl Into<String>) -> Self {
+impl Default for Analysis {
+    fn default() -> Self {
         Analysis {
-            prometheus: PrometheusSpec { address: prometheus_address.into() },
+            prometheus: PrometheusSpec::default(),
             interval: DEFAULT_INTERVAL,
             window: DEFAULT_WINDOW,
             min_requests: DEFAULT_MIN_REQUESTS,
@@ -546,6 +610,16 @@ impl Analysis {
             method: AnalysisMethod::default(),
             confidence: DEFAULT_CONFIDENCE,
             max_regression: DEFAULT_MAX_REGRESSION,
+        }
+    }
+}
+
+impl Analysis {
+    /// Analysis against `prometheus_address` with every other field at its default.
+    pub fn with_defaults(prometheus_address: impl Into<String>) -> Self {
+        Analysis {
+            prometheus: PrometheusSpec { address: Some(prometheus_address.into()) },
+            ..Analysis::default()
         }
     }
 }
@@ -817,6 +891,10 @@ pub struct AnalysisResult {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 3))]
     pub evidence: Vec<MetricEvidence>,
+    /// Canary cost per request divided by stable's (1.2 = 20% more), when both arms have
+    /// pricing and served requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_ratio: Option<f64>,
 }
 
 /// Measurements of one arm. A missing value means Prometheus had no data for it.
@@ -839,6 +917,16 @@ pub struct ArmMeasurements {
     /// p95 time to first token of streamed responses, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_to_first_token_p95_seconds: Option<f64>,
+
+    /// Prompt plus completion tokens per minute over the window, summed over every proxy
+    /// (measured when a token budget or pricing is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<f64>,
+
+    /// Cost of 1000 requests at this arm's pricing and its measured tokens per request (same
+    /// unit as pricing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_1k_requests: Option<f64>,
 }
 
 /// The value of one custom metric.
@@ -928,6 +1016,7 @@ impl ModelRollout {
             },
             phase,
             latency_bounds_ms: self.latency_limits_ms(),
+            force_arm_header: self.spec.routing.force_arm_header.clone(),
         };
         document.validate()?;
         Ok(document)
@@ -944,8 +1033,8 @@ pub(crate) mod tests {
     use super::*;
     use serde_json::{Value, json};
 
-    /// The example of DESIGN.md §2.
-    const DESIGN_EXAMPLE: &str = r#"
+    /// A complete rollout with a status, as the controller writes it mid-rollout.
+    const COMPLETE_EXAMPLE: &str = r#"
 apiVersion: rollouts.modelops.io/v1alpha1
 kind: ModelRollout
 metadata: {name: chat-assistant, namespace: ai, generation: 3}
@@ -1007,18 +1096,18 @@ status:
     - {type: RolledBack, status: "True", reason: ErrorRateExceeded, message: "canary error rate 9.1% > 5%", lastTransitionTime: "2026-11-27T10:00:00Z"}
 "#;
 
-    pub(crate) fn design_example() -> ModelRollout {
-        serde_yaml::from_str(DESIGN_EXAMPLE).unwrap()
+    pub(crate) fn complete_example() -> ModelRollout {
+        serde_yaml::from_str(COMPLETE_EXAMPLE).unwrap()
     }
 
     fn crd_json() -> Value {
         serde_json::to_value(crate::crd()).unwrap()
     }
 
-    /// The DESIGN.md example reads into typed fields and survives a JSON round trip.
+    /// The complete example reads into typed fields and survives a JSON round trip.
     #[test]
-    fn design_example_round_trips() {
-        let rollout = design_example();
+    fn complete_example_round_trips() {
+        let rollout = complete_example();
         let spec = &rollout.spec;
         assert_eq!(spec.analysis.interval, Duration::from_secs(60));
         assert_eq!(
@@ -1037,9 +1126,9 @@ status:
         assert_eq!(serde_json::from_value::<ModelRollout>(json).unwrap(), rollout);
     }
 
-    /// Fields left out take the defaults of DESIGN.md §2, in Rust as in the schema.
+    /// Fields left out take the defaults of docs/resource.md, in Rust as in the schema.
     #[test]
-    fn defaults_match_design() {
+    fn defaults_match_resource_doc() {
         let spec: ModelRolloutSpec = serde_json::from_value(json!({
             "model": "m", "stable": {"model": "a", "endpoint": "http://a"},
             "canary": {"model": "b", "endpoint": "http://b"},
@@ -1066,7 +1155,7 @@ status:
         }
     }
 
-    /// Group, names, scope, status subresource and the printer columns of DESIGN.md §2.
+    /// Group, names, scope, status subresource and the printer columns of docs/resource.md.
     #[test]
     fn crd_identity_and_columns() {
         let crd = crd_json();
@@ -1097,6 +1186,7 @@ status:
             ("PHASE", ".status.phase"),
             ("CANARY-ERR", ".status.lastAnalysis.canary.errorRate"),
             ("AGE", ".metadata.creationTimestamp"),
+            ("COST-RATIO", ".status.lastAnalysis.costRatio"),
         ];
         assert_eq!(columns.len(), expected.len());
         for ((name, path), (want_name, want_path)) in columns.iter().zip(expected) {
@@ -1149,7 +1239,7 @@ status:
         assert!(problems.is_empty(), "{problems:#?}");
     }
 
-    /// Each rule of issue 2 is in the schema with a message that names the field.
+    /// Each CEL rule is in the schema with a message that names the field.
     #[test]
     fn schema_carries_the_cel_rules() {
         let json = serde_json::to_string(&crate::crd()).unwrap();
@@ -1218,7 +1308,7 @@ status:
     /// The routing document carries the spec's arms, secret names (not secrets) and the weight.
     #[test]
     fn routing_document_from_rollout() {
-        let rollout = design_example();
+        let rollout = complete_example();
         let doc = rollout.routing_document(25, Phase::Progressing).unwrap();
         assert_eq!(doc.rollout, "chat-assistant");
         assert_eq!(doc.namespace, "ai");
@@ -1231,7 +1321,7 @@ status:
         assert!(!doc.stable.pass_caller_authorization && !doc.canary.allow_insecure);
 
         // Per-arm key options and the creation time (to the second) are carried over.
-        let mut rollout = design_example();
+        let mut rollout = complete_example();
         rollout.spec.canary.credentials_secret_ref = None;
         rollout.spec.canary.pass_caller_authorization = true;
         rollout.spec.canary.endpoint = "http://relay.example.com/v1".to_owned();
@@ -1253,7 +1343,7 @@ status:
             (RoutingCase::Weight(140), "canaryWeight is 140"),
         ];
         for (case, expected) in table {
-            let mut rollout = design_example();
+            let mut rollout = complete_example();
             let weight = match case {
                 RoutingCase::NoNamespace => {
                     rollout.metadata.namespace = None;

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Phase;
+use crate::{Endpoint, Phase};
 
 type PathError = serde_path_to_error::Error<serde_json::Error>;
 
@@ -50,6 +50,12 @@ pub struct RoutingDocument {
     /// requests over a bound (exact), not a guess inside a bucket.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub latency_bounds_ms: Vec<u32>,
+
+    /// A request header whose value `canary` or `stable` forces the arm of that request (for
+    /// testers); forced requests are counted apart (`gray_release_forced_requests_total`).
+    /// Absent: no header forces anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_arm_header: Option<String>,
 }
 
 /// One upstream: the model name sent to it, its base URL and the credential to use.
@@ -206,6 +212,15 @@ impl RoutingDocument {
         }
         self.stickiness.validate()?;
         self.check_latency_bounds()?;
+        if let Some(header) = &self.force_arm_header
+            && !is_http_header_name(header)
+        {
+            return Err(invalid(
+                "forceArmHeader",
+                format!("{header:?}"),
+                "must be an HTTP header name (letters, digits and !#$%&'*+-.^_`|~), e.g. X-Force-Arm",
+            ));
+        }
         if self.stable.model == self.canary.model
             && same_endpoint(&self.stable.endpoint, &self.canary.endpoint)
         {
@@ -304,7 +319,7 @@ impl Stickiness {
                 return Err(invalid(
                     format!("stickiness.headers[{i}]"),
                     format!("{header:?}"),
-                    "must be an HTTP header name (letters, digits and !#$%&'*+-.^_`|~), e.g. X-Session-ID",
+                    HEADER_NAME_FIX,
                 ));
             }
         }
@@ -375,24 +390,9 @@ fn check_dns1123_subdomain(field: &str, value: &str) -> Result<(), RoutingDocume
     Ok(())
 }
 
-/// `http(s)://host[:port][/path]` without user info, query or fragment.
+/// `http(s)://host[:port][/path]` without user info, query or fragment (see [`Endpoint`]).
 pub(crate) fn endpoint_problem(endpoint: &str) -> Option<&'static str> {
-    let Ok(url) = url::Url::parse(endpoint) else {
-        return Some("must be an absolute http:// or https:// URL, e.g. https://api.openai.com/v1");
-    };
-    if !matches!(url.scheme(), "http" | "https") {
-        return Some("must use the http:// or https:// scheme, e.g. https://api.openai.com/v1");
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Some("must name a host, e.g. https://api.openai.com/v1");
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Some("must not carry credentials: put them in a Secret and reference it instead");
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Some("must be a base URL without ?query or #fragment");
-    }
-    None
+    Endpoint::parse(endpoint).err()
 }
 
 fn check_endpoint(field: &str, endpoint: &str) -> Result<(), RoutingDocumentError> {
@@ -426,27 +426,10 @@ fn is_utc_second_timestamp(s: &str) -> bool {
         })
 }
 
-/// True when a key may travel to `endpoint`: TLS, or plain HTTP that stays on this host or
-/// inside the cluster network. Only called on endpoints that passed [`endpoint_problem`].
+/// True when a key may travel to `endpoint` (see [`Endpoint::key_safe`]); false for an endpoint
+/// that does not parse.
 pub fn key_safe_endpoint(endpoint: &str) -> bool {
-    let Ok(url) = url::Url::parse(endpoint) else {
-        return false;
-    };
-    if url.scheme() == "https" {
-        return true;
-    }
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(host)) => {
-            let host = host.trim_end_matches('.');
-            host == "localhost"
-                || !host.contains('.')
-                || host.ends_with(".svc")
-                || host.ends_with(".svc.cluster.local")
-        }
-        None => false,
-    }
+    Endpoint::parse(endpoint).is_ok_and(|endpoint| endpoint.key_safe())
 }
 
 /// Two endpoints are the same upstream when they differ only by a trailing slash.
@@ -474,9 +457,18 @@ pub(crate) fn is_secret_key(s: &str) -> bool {
         && s != "."
 }
 
-/// An RFC 9110 `token`.
-pub(crate) fn is_http_header_name(s: &str) -> bool {
+/// Longest sticky header name accepted (the CRD's `maxLength`).
+pub const HEADER_NAME_MAX_LENGTH: usize = 128;
+
+/// What to write instead of a bad header name; the spec and the routing document both say it.
+pub(crate) const HEADER_NAME_FIX: &str = "must be an HTTP header name of at most 128 letters, \
+     digits and !#$%&'*+-.^_`|~ (no spaces), e.g. X-Session-ID";
+
+/// An RFC 9110 `token` of at most [`HEADER_NAME_MAX_LENGTH`] bytes: the one header-name rule of
+/// the spec, the routing document and the proxy (every such name is a valid `http::HeaderName`).
+pub fn is_http_header_name(s: &str) -> bool {
     !s.is_empty()
+        && s.len() <= HEADER_NAME_MAX_LENGTH
         && s.bytes().all(|b| {
             b.is_ascii_alphanumeric()
                 || matches!(
@@ -505,7 +497,7 @@ mod tests {
     use serde_json::{Value, json};
 
     /// The example of docs/routing-document.md.
-    fn design_example() -> Value {
+    fn complete_example() -> Value {
         json!({"version": 1, "rollout": "chat-assistant", "namespace": "ai", "generation": 3,
          "model": "chat-default",
          "stable": {"model": "gpt-4.1", "endpoint": "https://api.openai.com/v1", "credential": "openai/api-key"},
@@ -520,15 +512,15 @@ mod tests {
 
     /// Applies `edit` to the design example and returns the result.
     fn edited(edit: impl FnOnce(&mut Value)) -> Value {
-        let mut v = design_example();
+        let mut v = complete_example();
         edit(&mut v);
         v
     }
 
     /// The documented example parses into the expected fields.
     #[test]
-    fn parses_design_example() {
-        let doc = parse_value(&design_example()).unwrap();
+    fn parses_complete_example() {
+        let doc = parse_value(&complete_example()).unwrap();
         assert_eq!(doc.rollout, "chat-assistant");
         assert_eq!(doc.canary_weight, 25);
         assert_eq!(doc.phase, Phase::Progressing);
@@ -541,7 +533,7 @@ mod tests {
     #[test]
     fn round_trips_through_canonical_json() {
         let table = [
-            design_example(),
+            complete_example(),
             // optional fields absent
             edited(|v| {
                 v["stable"].as_object_mut().unwrap().remove("credential");
@@ -737,6 +729,12 @@ mod tests {
                 "HTTP header name",
             ),
             (
+                "bad force-arm header",
+                edited(|v| v["forceArmHeader"] = json!("X Force")),
+                "field forceArmHeader is \"X Force\"",
+                "HTTP header name",
+            ),
+            (
                 "empty body field",
                 edited(|v| v["stickiness"]["bodyField"] = json!("")),
                 "field stickiness.bodyField",
@@ -830,7 +828,7 @@ mod tests {
     /// validate() applies the same rules to documents built in code.
     #[test]
     fn validate_checks_documents_built_in_code() {
-        let good = parse_value(&design_example()).unwrap();
+        let good = parse_value(&complete_example()).unwrap();
         assert_eq!(good.validate(), Ok(()));
         let table: Vec<(&str, RoutingDocument, &str)> = vec![
             ("version", RoutingDocument { version: 7, ..good.clone() }, "field version is 7"),

@@ -13,8 +13,8 @@ use crate::rollout::{
     Thresholds,
 };
 use crate::routing::{
-    endpoint_problem, is_dns1123_label, is_dns1123_subdomain, is_http_header_name, is_secret_key,
-    same_endpoint,
+    HEADER_NAME_FIX, endpoint_problem, is_dns1123_label, is_dns1123_subdomain, is_http_header_name,
+    is_secret_key, same_endpoint,
 };
 use crate::{Duration, Error, Result};
 
@@ -247,6 +247,15 @@ impl Problems {
                 "must be a ConfigMap name: lowercase letters, digits, '-' and '.', e.g. model-router",
             );
         }
+        if let Some(header) = &routing.force_arm_header
+            && (!is_http_header_name(header) || header.len() > 128)
+        {
+            self.push(
+                "spec.routing.forceArmHeader",
+                format!("{header:?}"),
+                "must be an HTTP header name without spaces, e.g. X-Force-Arm, or be left out",
+            );
+        }
         let Some(stickiness) = &routing.stickiness else { return };
         if stickiness.headers.len() > 16 {
             self.push(
@@ -256,11 +265,11 @@ impl Problems {
             );
         }
         for (i, header) in stickiness.headers.iter().enumerate() {
-            if !is_http_header_name(header) || header.len() > 128 {
+            if !is_http_header_name(header) {
                 self.push(
                     format!("spec.routing.stickiness.headers[{i}]"),
                     format!("{header:?}"),
-                    "must be an HTTP header name without spaces, e.g. X-Session-ID",
+                    HEADER_NAME_FIX,
                 );
             }
         }
@@ -341,7 +350,9 @@ impl Problems {
 
     fn analysis(&mut self, spec: &ModelRolloutSpec) {
         let analysis: &Analysis = &spec.analysis;
-        self.http_url("spec.analysis.prometheus.address", &analysis.prometheus.address);
+        if let Some(address) = &analysis.prometheus.address {
+            self.http_url("spec.analysis.prometheus.address", address);
+        }
         if analysis.interval < MIN_INTERVAL {
             self.push(
                 "spec.analysis.interval",
@@ -386,6 +397,7 @@ impl Problems {
         self.thresholds(&analysis.thresholds);
         self.metrics(spec);
         self.sequential(analysis);
+        self.guards(spec);
     }
 
     fn sequential(&mut self, analysis: &Analysis) {
@@ -506,12 +518,57 @@ impl Problems {
             }
         }
     }
+
+    /// Token budget, pricing and cost limit (docs/guards.md).
+    fn guards(&mut self, spec: &ModelRolloutSpec) {
+        let thresholds = &spec.analysis.thresholds;
+        if let Some(budget) = thresholds.max_canary_tokens_per_minute
+            && budget < 1
+        {
+            self.push(
+                "spec.analysis.thresholds.maxCanaryTokensPerMinute",
+                budget.to_string(),
+                "must be at least 1 token per minute, e.g. 60000, or be left out",
+            );
+        }
+        for (field, target) in [("spec.stable", &spec.stable), ("spec.canary", &spec.canary)] {
+            let Some(pricing) = &target.pricing else { continue };
+            for (name, price) in [
+                ("inputPerMillionTokens", pricing.input_per_million_tokens),
+                ("outputPerMillionTokens", pricing.output_per_million_tokens),
+            ] {
+                if !price.is_finite() || price < 0.0 {
+                    self.push(
+                        format!("{field}.pricing.{name}"),
+                        price.to_string(),
+                        "must be a price of 0 or more per million tokens, e.g. 2.5",
+                    );
+                }
+            }
+        }
+        if let Some(ratio) = thresholds.max_cost_increase {
+            if !ratio.is_finite() || ratio <= 0.0 {
+                self.push(
+                    "spec.analysis.thresholds.maxCostIncrease",
+                    ratio.to_string(),
+                    "must be a ratio above 0, e.g. 1.5 for at most 50% more than stable",
+                );
+            }
+            if spec.stable.pricing.is_none() || spec.canary.pricing.is_none() {
+                self.push(
+                    "spec.analysis.thresholds.maxCostIncrease",
+                    ratio.to_string(),
+                    "compares the arms' cost per request: set spec.stable.pricing and spec.canary.pricing, e.g. {inputPerMillionTokens: 2, outputPerMillionTokens: 8}",
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::tests::design_example;
+    use crate::rollout::tests::complete_example;
     use serde_json::{Value, json};
     use std::path::{Path, PathBuf};
 
@@ -529,18 +586,18 @@ mod tests {
         files
     }
 
-    /// The DESIGN.md example, edited as JSON, then validated.
+    /// The complete example, edited as JSON, then validated.
     fn validate_edited(edit: impl FnOnce(&mut Value)) -> Result<(), String> {
-        let mut value = serde_json::to_value(design_example()).unwrap();
+        let mut value = serde_json::to_value(complete_example()).unwrap();
         edit(&mut value["spec"]);
         let rollout: ModelRollout = serde_json::from_value(value).map_err(|e| e.to_string())?;
         rollout.validate().map_err(|e| e.to_string())
     }
 
-    /// The DESIGN.md example and every file in deploy/examples pass.
+    /// The complete example and every file in deploy/examples pass.
     #[test]
     fn valid_rollouts_pass() {
-        assert_eq!(design_example().validate(), Ok(()));
+        assert_eq!(complete_example().validate(), Ok(()));
         let examples = yaml_files(&repo_dir("deploy/examples"));
         assert!(examples.len() >= 3, "{examples:?}");
         for file in examples {
@@ -560,6 +617,44 @@ mod tests {
         type Edit = fn(&mut Value);
         let table: Vec<(&str, Edit, &str, &str)> = vec![
             ("empty alias", |s| s["model"] = json!(""), "spec.model is \"\"", "must name a model"),
+            (
+                "force-arm header with a space",
+                |s| s["routing"]["forceArmHeader"] = json!("X Force Arm"),
+                "spec.routing.forceArmHeader is \"X Force Arm\"",
+                "HTTP header name",
+            ),
+            (
+                "token budget zero",
+                |s| s["analysis"]["thresholds"]["maxCanaryTokensPerMinute"] = json!(0),
+                "spec.analysis.thresholds.maxCanaryTokensPerMinute is 0",
+                "at least 1 token per minute",
+            ),
+            (
+                "negative price",
+                |s| {
+                    s["canary"]["pricing"] =
+                        json!({"inputPerMillionTokens": -1, "outputPerMillionTokens": 8})
+                },
+                "spec.canary.pricing.inputPerMillionTokens is -1",
+                "0 or more per million tokens",
+            ),
+            (
+                "cost limit without pricing",
+                |s| s["analysis"]["thresholds"]["maxCostIncrease"] = json!(1.5),
+                "spec.analysis.thresholds.maxCostIncrease is 1.5",
+                "set spec.stable.pricing and spec.canary.pricing",
+            ),
+            (
+                "cost limit zero",
+                |s| {
+                    let price = json!({"inputPerMillionTokens": 2, "outputPerMillionTokens": 8});
+                    s["stable"]["pricing"] = price.clone();
+                    s["canary"]["pricing"] = price;
+                    s["analysis"]["thresholds"]["maxCostIncrease"] = json!(0);
+                },
+                "spec.analysis.thresholds.maxCostIncrease is 0",
+                "a ratio above 0",
+            ),
             (
                 "padded model",
                 |s| s["stable"]["model"] = json!(" gpt-4.1"),

@@ -116,6 +116,9 @@ words! {
         RoutingApplied,
         /// The spec breaks a rule the CRD schema cannot express; the message says which.
         InvalidSpec,
+        /// The canary's token rate fits thresholds.maxCanaryTokensPerMinute, now and at its next
+        /// step (False: reason BudgetExceeded, with the measured rate).
+        WithinBudget,
     }
 }
 
@@ -174,6 +177,11 @@ words! {
         RoutingUpdated,
         /// Writing the routing document failed.
         RoutingFailed,
+        /// The canary uses more tokens per minute than thresholds.maxCanaryTokensPerMinute (or
+        /// its next step would): the rollout holds or steps back, never rolls back for it.
+        BudgetExceeded,
+        /// The canary costs more per request than thresholds.maxCostIncrease × stable's.
+        CostExceeded,
     }
 }
 
@@ -276,7 +284,7 @@ mod tests {
         assert_eq!(err, "unknown verdict \"Maybe\": use one of Pass, Fail, Inconclusive, Error");
     }
 
-    /// The annotation keys and field manager are spelled as DESIGN.md §2 says.
+    /// The annotation keys and field manager are spelled as docs/resource.md says.
     #[test]
     fn annotation_keys_and_field_manager() {
         let table = [

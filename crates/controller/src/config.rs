@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use modelrollout_api::parse_duration;
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -25,6 +26,11 @@ pub struct Config {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "MODELROLLOUT_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
     pub metrics_address: SocketAddr,
+
+    /// Prometheus for rollouts that do not name one in spec.analysis.prometheus.address,
+    /// e.g. http://prometheus.monitoring:9090.
+    #[arg(long, env = "MODELROLLOUT_PROMETHEUS_ADDRESS", value_parser = parse_prometheus_address)]
+    pub prometheus_address: Option<String>,
 
     /// Longest wait for one Prometheus query (e.g. 10s, 500ms).
     #[arg(long, env = "MODELROLLOUT_PROMETHEUS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -69,9 +75,13 @@ pub struct Config {
     pub identity: Option<String>,
 }
 
-/// Parses a duration in the rollout grammar (`30s`, `1m30s`, `500ms`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    text.parse::<modelrollout_api::Duration>().map(|d| d.as_std()).map_err(|e| e.to_string())
+fn parse_prometheus_address(value: &str) -> Result<String, String> {
+    match modelrollout_api::Endpoint::parse(value) {
+        Ok(_) => Ok(value.to_owned()),
+        Err(problem) => Err(format!(
+            "{problem} (the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090)"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -109,5 +119,25 @@ mod tests {
             .to_string();
         assert!(error.contains("--lease-duration"), "{error}");
         assert!(error.contains("30s"), "{error}");
+    }
+
+    /// The default Prometheus must be an http(s) URL; the refusal says what one looks like.
+    #[test]
+    fn prometheus_address_is_a_url() {
+        let config = Config::try_parse_from([
+            "modelrollout-controller",
+            "--prometheus-address",
+            "http://prometheus.monitoring:9090",
+        ])
+        .unwrap();
+        assert_eq!(config.prometheus_address.as_deref(), Some("http://prometheus.monitoring:9090"));
+        let error = Config::try_parse_from([
+            "modelrollout-controller",
+            "--prometheus-address",
+            "prom:9090",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("http://prometheus.monitoring:9090"), "{error}");
     }
 }

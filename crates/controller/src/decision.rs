@@ -17,7 +17,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use modelrollout_analysis::{
-    MeasureSpec, Measurements, ProxyWeight, Tally, TallySpec, bind_models,
+    MeasureSpec, Measurements, ProxyWeight, Tally, TallySpec, TokenSample, bind_models,
 };
 use modelrollout_api::rollout::{
     AnalysisPoint, AnalysisResult, FailedCheck, HISTORY_LIMIT, HandledAnnotations, MetricValue,
@@ -37,6 +37,11 @@ type Flow<T = ()> = Result<T, Need>;
 /// How soon to look again while waiting for the proxies to report a new weight.
 pub const PROXY_POLL: StdDuration = StdDuration::from_secs(1);
 
+/// Why a rollout without a Prometheus (its own or the controller's default) cannot start.
+pub const NO_PROMETHEUS: &str = "spec.analysis.prometheus.address is not set and the controller \
+     has no --prometheus-address: set one of them to the Prometheus that scrapes the proxies, \
+     e.g. http://prometheus.monitoring:9090";
+
 /// What the reconciler observed for this call; `None` means "not looked at".
 #[derive(Clone, Debug, Default)]
 pub struct Observations {
@@ -46,6 +51,8 @@ pub struct Observations {
     pub measurements: Option<Result<Measurements, String>>,
     /// The sequential judge's cumulative counts, or why they could not be taken.
     pub tally: Option<Result<Tally, String>>,
+    /// Both arms' token counts (token budget, cost per request), or why they could not be taken.
+    pub tokens: Option<Result<TokenSample, String>>,
 }
 
 /// Something [`decide`] must know before it can decide.
@@ -57,6 +64,8 @@ pub enum Need {
     Measurements(MeasureSpec),
     /// Both arms' cumulative counts for the sequential judge.
     Tally(TallySpec),
+    /// Both arms' token counts over this range (asked only with a token budget or pricing).
+    Tokens(StdDuration),
 }
 
 /// Either a request for more observations or the decision.
@@ -145,6 +154,10 @@ pub enum EventReason {
     ManualRetry,
     /// A request that does not apply now.
     RequestIgnored,
+    /// The canary went over its token budget, or its next step would.
+    BudgetExceeded,
+    /// The canary is back within its token budget.
+    WithinBudget,
 }
 
 impl EventReason {
@@ -166,6 +179,8 @@ impl EventReason {
             EventReason::ManualAbort => "ManualAbort",
             EventReason::ManualRetry => "ManualRetry",
             EventReason::RequestIgnored => "RequestIgnored",
+            EventReason::BudgetExceeded => "BudgetExceeded",
+            EventReason::WithinBudget => "WithinBudget",
         }
     }
 }
@@ -238,6 +253,10 @@ impl<'a> Walk<'a> {
             self.invalid_spec(invalid.to_string());
             return Ok(());
         }
+        if self.rollout.spec.analysis.prometheus.address.is_none() {
+            self.invalid_spec(NO_PROMETHEUS.to_owned());
+            return Ok(());
+        }
         self.valid_spec();
         self.start_or_restart();
         self.manual_requests();
@@ -267,6 +286,7 @@ impl<'a> Walk<'a> {
 
     fn finish(mut self) -> Decision {
         let phase = self.phase();
+        self.budget_pause();
         if !phase.is_terminal() && phase != Phase::Pending {
             match self.pause_reason.clone() {
                 Some((reason, message)) => {
@@ -392,6 +412,7 @@ impl<'a> Walk<'a> {
         self.condition(ConditionType::Promoted, false, Reason::RolloutStarted, message);
         self.condition(ConditionType::RolledBack, false, Reason::RolloutStarted, message);
         self.status.conditions.retain(|c| c.type_ != ConditionType::AnalysisHealthy.as_str());
+        self.status.conditions.retain(|c| c.type_ != ConditionType::WithinBudget.as_str());
     }
 
     // --- 3. manual requests ---
@@ -587,7 +608,8 @@ impl<'a> Walk<'a> {
             StdDuration::try_from(self.now.duration_since(applied_at)).unwrap_or_default();
         let window = self.rollout.spec.analysis.window.as_std();
         let range = StdDuration::from_secs(since_applied.min(window).as_secs().max(1));
-        let Some(measured) = &self.observed.measurements else {
+        let observed = self.observed;
+        let Some(measured) = &observed.measurements else {
             let spec = &self.rollout.spec;
             let custom = spec.analysis.metrics.iter().map(|m| {
                 let query =
@@ -597,18 +619,28 @@ impl<'a> Walk<'a> {
             let custom = custom.collect();
             return Err(Need::Measurements(MeasureSpec { range, custom }));
         };
+        let tokens = match (crate::guards::wants_tokens(&self.rollout.spec), &observed.tokens) {
+            (false, _) => None,
+            (true, None) => return Err(Need::Tokens(range)),
+            (true, Some(tokens)) => Some(tokens),
+        };
         self.requeue_in(interval);
-        Ok(match measured {
-            Err(error) => {
-                let error = error.clone();
-                self.record_error(&error);
+        Ok(match (measured, tokens) {
+            (Err(error), _) | (Ok(_), Some(Err(error))) => {
+                self.record_error(error);
                 if self.phase().is_terminal() { Analysed::RolledBack } else { Analysed::Held }
             }
-            Ok(measurements) => {
-                let measurements = measurements.clone();
-                match self.rollout.spec.analysis.method {
-                    AnalysisMethod::Threshold => self.record_judgement(&measurements, None),
-                    AnalysisMethod::Sequential => self.sequential(&measurements, applied_at)?,
+            (Ok(measurements), tokens) => {
+                let tokens = tokens.and_then(|t| t.as_ref().ok());
+                let analysed = match self.rollout.spec.analysis.method {
+                    AnalysisMethod::Threshold => self.record_judgement(measurements, None, tokens),
+                    AnalysisMethod::Sequential => {
+                        self.sequential(measurements, applied_at, tokens)?
+                    }
+                };
+                match analysed {
+                    Analysed::RolledBack => Analysed::RolledBack,
+                    analysed => self.token_budget(tokens, analysed),
                 }
             }
         })
@@ -616,7 +648,12 @@ impl<'a> Walk<'a> {
 
     /// The sequential judge: adds the cumulative counts since `applied_at` to the evidence in
     /// status, then judges with the thresholds as hard limits on top.
-    fn sequential(&mut self, measurements: &Measurements, applied_at: Timestamp) -> Flow<Analysed> {
+    fn sequential(
+        &mut self,
+        measurements: &Measurements,
+        applied_at: Timestamp,
+        tokens: Option<&TokenSample>,
+    ) -> Flow<Analysed> {
         let spec = &self.rollout.spec.analysis;
         let stored = self.status.sequential.clone();
         let stable = &measurements.stable;
@@ -639,7 +676,7 @@ impl<'a> Walk<'a> {
                 let evidence =
                     sequential::observe(spec, stored.as_ref(), applied_at, bounds, tally);
                 self.status.sequential = Some(evidence.state.clone());
-                Ok(self.record_judgement(measurements, Some(&evidence)))
+                Ok(self.record_judgement(measurements, Some(&evidence), tokens))
             }
         }
     }
@@ -656,6 +693,7 @@ impl<'a> Walk<'a> {
             failed_checks: Vec::new(),
             message: Some(message.clone()),
             evidence: Vec::new(),
+            cost_ratio: None,
         });
         self.push_history(Verdict::Error, None);
         self.condition_unknown(ConditionType::AnalysisHealthy, Reason::AnalysisError, &message);
@@ -683,12 +721,17 @@ impl<'a> Walk<'a> {
         &mut self,
         measurements: &Measurements,
         evidence: Option<&Evidence>,
+        tokens: Option<&TokenSample>,
     ) -> Analysed {
         let spec = &self.rollout.spec.analysis;
-        let judgement = match evidence {
+        let mut judgement = match evidence {
             None => judge(spec, measurements),
             Some(evidence) => sequential::combine(spec, judge(spec, measurements), evidence),
         };
+        let costs = tokens.map(|t| crate::guards::costs(&self.rollout.spec, t));
+        if let Some(costs) = &costs {
+            crate::guards::judge_cost(&mut judgement, spec, costs, measurements.canary.requests);
+        }
         // Anytime-valid evidence needs no repeat: one rejection rolls back.
         let regressed = evidence.is_some_and(|e| e.regression.is_some());
         let before = self.status.last_analysis.as_ref().map(|a| a.verdict);
@@ -703,6 +746,9 @@ impl<'a> Walk<'a> {
         self.status.consecutive_failures = Some(failures);
         let mut result = analysis_result(self.now, measurements, &judgement);
         result.evidence = evidence.map(|e| e.metrics.clone()).unwrap_or_default();
+        if let (Some(tokens), Some(costs)) = (tokens, costs) {
+            budget::record_tokens(&mut result, tokens, &costs);
+        }
         self.status.last_analysis = Some(result);
         self.push_history(judgement.verdict, Some(measurements));
         let message = judgement.message.clone();
@@ -779,6 +825,10 @@ impl<'a> Walk<'a> {
     /// Completes steps while they are done: a healthy `setWeight`, an expired pause.
     fn steps(&mut self, healthy: bool) -> Flow {
         let mut healthy = healthy;
+        if self.over_budget() {
+            // Held until the canary fits its token budget (at this step and the next).
+            return Ok(());
+        }
         // Each pass either returns or moves to the next step, so this ends.
         for _ in 0..=self.steps_len() {
             if self.phase().is_terminal() {
@@ -1070,6 +1120,8 @@ fn arm_measurements(sample: &modelrollout_analysis::ArmSample) -> ArmMeasurement
         error_rate: sample.error_rate(),
         latency_p95_seconds: sample.latency_p95_seconds,
         time_to_first_token_p95_seconds: sample.ttft_p95_seconds,
+        tokens_per_minute: None,
+        cost_per_1k_requests: None,
     }
 }
 
@@ -1087,8 +1139,10 @@ fn analysis_result(now: Timestamp, m: &Measurements, judgement: &Judgement) -> A
         failed_checks: judgement.failed.iter().map(FailedCheck::clone).collect(),
         message: Some(judgement.message.clone()),
         evidence: Vec::new(),
+        cost_ratio: None,
     }
 }
 
+mod budget;
 #[cfg(test)]
 mod tests;

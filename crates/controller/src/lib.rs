@@ -12,6 +12,7 @@
 pub mod config;
 pub mod decision;
 pub mod events;
+pub mod guards;
 pub mod judge;
 pub mod leader;
 pub mod metrics;
@@ -24,6 +25,15 @@ pub mod status;
 /// Everything that can go wrong while reconciling or running the controller.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Reading the rollout failed.
+    #[error("reading ModelRollout {rollout}: {source}")]
+    Read {
+        /// `<namespace>/<name>` of the rollout.
+        rollout: String,
+        /// The API server's answer.
+        source: kube::Error,
+    },
+
     /// Writing the routing document failed.
     #[error("writing the routing document into ConfigMap {config_map}: {source}")]
     Routing {
@@ -87,6 +97,7 @@ impl Error {
     /// A short label for counting failures by kind in metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
+            Error::Read { .. } => "read",
             Error::Routing { .. } => "routing",
             Error::Status { .. } => "status",
             Error::Event { .. } => "event",

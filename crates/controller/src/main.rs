@@ -110,6 +110,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         source: PrometheusSource::new(config.prometheus_timeout),
         metrics: metrics.clone(),
         instance: identity,
+        written: Default::default(),
+        default_prometheus: config.prometheus_address.clone(),
     });
     let mut shutdown = stop_rx.clone();
     reconcile::run(context, config.namespace.as_deref(), config.concurrency, async move {

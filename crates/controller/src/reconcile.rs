@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jiff::Timestamp;
+use kube::api::GetParams;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
 use modelrollout_analysis::{MetricsSource, Target};
 use modelrollout_api::ModelRollout;
 use tracing::{Instrument, info, info_span, warn};
@@ -33,6 +35,10 @@ pub struct Context<M> {
     pub metrics: Arc<Metrics>,
     /// This replica's name, written into Events (`reportingInstance`).
     pub instance: String,
+    /// The routing documents this process has written, so unchanged ones are not rewritten.
+    pub written: routing::Written,
+    /// Prometheus for rollouts that name none (`--prometheus-address`).
+    pub default_prometheus: Option<String>,
 }
 
 impl<M> std::fmt::Debug for Context<M> {
@@ -48,11 +54,28 @@ pub async fn run<M: MetricsSource + 'static>(
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let rollouts: Api<ModelRollout> = match namespace {
+    // An Api of PartialObjectMeta makes metadata-only requests.
+    let rollouts: Api<PartialObjectMeta<ModelRollout>> = match namespace {
         Some(namespace) => Api::namespaced(context.client.clone(), namespace),
         None => Api::all(context.client.clone()),
     };
-    Controller::new(rollouts, watcher::Config::default().any_semantic())
+    // The cache keeps only the metadata of every rollout (name, generation, annotations, ...),
+    // without managedFields and kubectl's last-applied copy: what the watch filter needs. A
+    // reconcile reads the whole rollout from the API server's cache. At 10 000 rollouts a cache
+    // of whole rollouts (spec, conditions, history) held most of the controller's memory.
+    let (reader, writer) = reflector::store();
+    // The initial list comes in pages of 500 (kube's default), not as one response holding
+    // every rollout at once.
+    let triggers = watcher(rollouts, watcher::Config::default())
+        .default_backoff()
+        .modify(|meta: &mut PartialObjectMeta<ModelRollout>| {
+            meta.managed_fields_mut().clear();
+            meta.annotations_mut().remove(LAST_APPLIED);
+        })
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(changed_by_others, Default::default());
+    Controller::for_stream(triggers, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
@@ -64,23 +87,37 @@ pub async fn run<M: MetricsSource + 'static>(
         .await;
 }
 
-/// One reconcile of one rollout: finalizer bookkeeping, then apply or clean up.
+/// One reconcile of one rollout: read it, finalizer bookkeeping, then apply or clean up.
 pub async fn reconcile<M: MetricsSource>(
-    rollout: Arc<ModelRollout>,
+    seen: Arc<PartialObjectMeta<ModelRollout>>,
     context: Arc<Context<M>>,
 ) -> Result<Action> {
-    let namespace = rollout.namespace().unwrap_or_default();
-    let name = rollout.name_any();
+    let namespace = seen.namespace().unwrap_or_default();
+    let name = seen.name_any();
     let span = info_span!("reconcile", rollout = %format!("{namespace}/{name}"));
     let api: Api<ModelRollout> = Api::namespaced(context.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, rollout, |event| async {
+    // At least as new as the watch event (served from the API server's cache, not etcd).
+    let at = GetParams::at(seen.resource_version().as_deref().unwrap_or("0"));
+    let rollout = match api.get_with(&name, &at).await {
+        Ok(rollout) => Arc::new(rollout),
+        Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(Action::await_change()),
+        Err(source) => return Err(Error::Read { rollout: format!("{namespace}/{name}"), source }),
+    };
+    // A new rollout gets the finalizer first; the rollout is then reconciled in the same pass
+    // instead of on the watch event of that write (which `changed_by_others` ignores anyway).
+    let adding_finalizer = rollout.meta().deletion_timestamp.is_none()
+        && !rollout.finalizers().iter().any(|f| f == FINALIZER);
+    let result = finalizer(&api, FINALIZER, rollout.clone(), |event| async {
         match event {
             Finalizer::Apply(rollout) => apply(&rollout, &context).await,
             Finalizer::Cleanup(rollout) => cleanup(&rollout, &context).await,
         }
     })
-    .instrument(span)
+    .instrument(span.clone())
     .await;
+    if adding_finalizer && result.is_ok() {
+        return apply(&rollout, &context).instrument(span).await;
+    }
     result.map_err(|error| match error {
         kube::runtime::finalizer::Error::ApplyFailed(e)
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
@@ -90,10 +127,29 @@ pub async fn reconcile<M: MetricsSource>(
     })
 }
 
+/// kubectl's client-side copy of the last applied object, dropped from the cache.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What makes a watch event worth a reconcile: a change by someone else (the spec, an
+/// annotation such as promote or abort, a deletion) or a rollout not seen before. The
+/// controller's own status and finalizer writes are not: it asks for its next look itself
+/// (`requeue_after`), so reconciling on them only repeated the look it had just made.
+fn changed_by_others(rollout: &PartialObjectMeta<ModelRollout>) -> Option<u64> {
+    let meta = rollout.meta();
+    let mut parts: Vec<&str> = vec![meta.uid.as_deref().unwrap_or_default()];
+    let generation = meta.generation.unwrap_or_default().to_string();
+    parts.push(&generation);
+    parts.push(if meta.deletion_timestamp.is_some() { "deleting" } else { "" });
+    for (key, value) in rollout.annotations() {
+        parts.extend([key.as_str(), value.as_str()]);
+    }
+    Some(crate::fnv64(parts))
+}
+
 /// Retries a failed reconcile after a short, fixed pause (the API server or Prometheus may
 /// come back at any moment; the work queue already spreads retries of many rollouts).
 pub fn error_policy<M>(
-    rollout: Arc<ModelRollout>,
+    rollout: Arc<PartialObjectMeta<ModelRollout>>,
     error: &Error,
     context: Arc<Context<M>>,
 ) -> Action {
@@ -104,6 +160,16 @@ pub fn error_policy<M>(
 
 async fn apply<M: MetricsSource>(rollout: &ModelRollout, context: &Context<M>) -> Result<Action> {
     let mut watch = Stopwatch::default();
+    let with_default;
+    let rollout = match (&rollout.spec.analysis.prometheus.address, &context.default_prometheus) {
+        (None, Some(address)) => {
+            let mut filled = rollout.clone();
+            filled.spec.analysis.prometheus.address = Some(address.clone());
+            with_default = filled;
+            &with_default
+        }
+        _ => rollout,
+    };
     let now = Timestamp::now();
     let decision = decide_with_observations(rollout, now, context, &mut watch).await?;
     let namespace = rollout.namespace().unwrap_or_default();
@@ -113,7 +179,14 @@ async fn apply<M: MetricsSource>(rollout: &ModelRollout, context: &Context<M>) -
     let weight = decision.status.canary_weight.and_then(|w| u8::try_from(w).ok()).unwrap_or(0);
     let phase = decision.status.phase.unwrap_or_default();
     if decision.write_routing {
-        routing::apply(&context.client, rollout, weight, phase).await?;
+        // Proxies not (yet) reporting the weight: write again even if unchanged, in case the
+        // ConfigMap was lost or edited by hand.
+        let unconfirmed = decision.status.conditions.iter().any(|c| {
+            c.type_ == modelrollout_api::ConditionType::RoutingApplied.as_str()
+                && c.status == "False"
+        });
+        routing::apply(&context.client, rollout, weight, phase, &context.written, unconfirmed)
+            .await?;
     }
     context.metrics.rollout(&namespace, &name, phase, weight);
     context.metrics.reconciled(watch.elapsed());
@@ -147,7 +220,7 @@ async fn decide_with_observations<M: MetricsSource>(
     watch: &mut Stopwatch,
 ) -> Result<Decision> {
     let target = Target {
-        prometheus: rollout.spec.analysis.prometheus.address.clone(),
+        prometheus: rollout.spec.analysis.prometheus.address.clone().unwrap_or_default(),
         rollout: rollout.name_any(),
         namespace: rollout.namespace().unwrap_or_default(),
     };
@@ -186,12 +259,23 @@ async fn decide_with_observations<M: MetricsSource>(
                 context.metrics.analysed(started, result.as_ref().err().map(|e| e.metric_label()));
                 observed.tally = Some(result.map_err(|e| e.to_string()));
             }
+            Outcome::Need(Need::Tokens(range)) => {
+                if observed.tokens.is_some() {
+                    return Err(Error::Loop { rollout: object(), need: "token counts" });
+                }
+                let started = Instant::now();
+                let result = context.source.tokens(&target, range).await;
+                watch.exclude(started.elapsed());
+                context.metrics.analysed(started, result.as_ref().err().map(|e| e.metric_label()));
+                observed.tokens = Some(result.map_err(|e| e.to_string()));
+            }
         }
     }
 }
 
 async fn cleanup<M: MetricsSource>(rollout: &ModelRollout, context: &Context<M>) -> Result<Action> {
     routing::remove(&context.client, rollout).await?;
+    context.written.forget(rollout);
     let namespace = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();
     context.metrics.forget(&namespace, &name);

@@ -1,5 +1,5 @@
-//! The knobs of the mock upstream (`MockConfig`) and the human duration format (`150ms`, `2s`)
-//! they use on the command line and in the `/control/config` JSON.
+//! The knobs of the mock upstream (`MockConfig`); durations on the command line and in the
+//! `/control/config` JSON use the workspace's one grammar (`150ms`, `2s`, `1m30s`).
 
 use std::time::Duration;
 
@@ -9,8 +9,7 @@ use crate::{Error, Result};
 
 /// How the mock upstream behaves. `Default` is a fast, healthy, non-flaky upstream.
 ///
-/// Durations are written as `"150ms"`, `"2s"`, `"500us"` in JSON; a bare number means
-/// milliseconds. A PUT of a partial object leaves the missing fields at their defaults.
+/// Durations are written as `"150ms"`, `"2s"`, `"1m30s"` in JSON. A PUT of a partial object leaves the missing fields at their defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct MockConfig {
@@ -87,143 +86,40 @@ impl MockConfig {
     }
 }
 
-/// Parses `150ms`, `2s`, `1.5s`, `500us`, `250ns`, `1m` or `0` into a `Duration`.
-pub fn parse_duration(text: &str) -> Result<Duration> {
-    let text = text.trim();
-    let invalid = || {
-        Error::InvalidDuration(format!(
-            "{text:?} is not a duration: write a number with a unit, e.g. 150ms, 2s, 500us, 1m"
-        ))
-    };
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(invalid)?;
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().map_err(|_| invalid())?;
-    let seconds_per_unit = match unit {
-        "ns" => 1e-9,
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(invalid()),
-    };
-    Duration::try_from_secs_f64(number * seconds_per_unit).map_err(|_| invalid())
-}
-
-/// Formats a `Duration` in the largest unit that writes it exactly (`150ms`, `2s`, `1500us`).
-pub fn format_duration(duration: Duration) -> String {
-    let nanos = duration.as_nanos();
-    if nanos == 0 {
-        "0s".to_owned()
-    } else if nanos.is_multiple_of(1_000_000_000) {
-        format!("{}s", nanos / 1_000_000_000)
-    } else if nanos.is_multiple_of(1_000_000) {
-        format!("{}ms", nanos / 1_000_000)
-    } else if nanos.is_multiple_of(1_000) {
-        format!("{}us", nanos / 1_000)
-    } else {
-        format!("{nanos}ns")
-    }
-}
-
-/// A duration in JSON: a string with a unit, or a bare number of milliseconds.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum DurationRepr {
-    Text(String),
-    Millis(f64),
-}
-
-impl DurationRepr {
-    fn into_duration<E: serde::de::Error>(self) -> std::result::Result<Duration, E> {
-        match self {
-            DurationRepr::Text(text) => parse_duration(&text).map_err(E::custom),
-            DurationRepr::Millis(millis) => Duration::try_from_secs_f64(millis / 1000.0)
-                .map_err(|_| E::custom(format!("{millis} is not a duration in milliseconds"))),
-        }
-    }
-}
-
+/// A duration in JSON: a string in the workspace's duration grammar (`150ms`, `2s`, `1m30s`).
 mod duration_serde {
     use super::*;
+    use modelrollout_api::Duration as Text;
 
     pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&format_duration(*duration))
+        Text::from(*duration).serialize(serializer)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        DurationRepr::deserialize(deserializer)?.into_duration()
+        Text::deserialize(deserializer).map(Text::as_std)
     }
 }
-
 mod optional_duration_serde {
     use super::*;
+    use modelrollout_api::Duration as Text;
 
     pub fn serialize<S: Serializer>(
         duration: &Option<Duration>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
-        match duration {
-            Some(duration) => serializer.serialize_str(&format_duration(*duration)),
-            None => serializer.serialize_none(),
-        }
+        duration.map(Text::from).serialize(serializer)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<Duration>, D::Error> {
-        Option::<DurationRepr>::deserialize(deserializer)?
-            .map(DurationRepr::into_duration)
-            .transpose()
+        Ok(Option::<Text>::deserialize(deserializer)?.map(Text::as_std))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every accepted spelling parses to its value; ambiguous and malformed text is refused.
-    #[test]
-    fn parse_duration_table() {
-        let cases: &[(&str, &str, Option<Duration>)] = &[
-            ("milliseconds, the common case", "150ms", Some(Duration::from_millis(150))),
-            ("whole seconds", "2s", Some(Duration::from_secs(2))),
-            ("fractional seconds", "1.5s", Some(Duration::from_millis(1500))),
-            ("microseconds, ascii", "500us", Some(Duration::from_micros(500))),
-            ("microseconds, micro sign", "500µs", Some(Duration::from_micros(500))),
-            ("nanoseconds", "250ns", Some(Duration::from_nanos(250))),
-            ("minutes", "1m", Some(Duration::from_secs(60))),
-            ("hours", "1h", Some(Duration::from_secs(3600))),
-            ("a bare zero needs no unit", "0", Some(Duration::ZERO)),
-            ("any other bare number is ambiguous", "150", None),
-            ("unknown unit", "3 fortnights", None),
-            ("missing number", "ms", None),
-            ("negative", "-1s", None),
-        ];
-        for (rule, text, expected) in cases {
-            assert_eq!(parse_duration(text).ok(), *expected, "{rule}: parse_duration({text:?})");
-        }
-    }
-
-    /// Formatting uses the largest exact unit and parses back to the same value.
-    #[test]
-    fn format_duration_table() {
-        let cases = [
-            ("zero keeps a unit", Duration::ZERO, "0s"),
-            ("whole seconds", Duration::from_secs(2), "2s"),
-            ("milliseconds", Duration::from_millis(150), "150ms"),
-            ("not whole seconds stays in ms", Duration::from_millis(1500), "1500ms"),
-            ("microseconds", Duration::from_micros(7), "7us"),
-            ("nanoseconds", Duration::from_nanos(3), "3ns"),
-        ];
-        for (rule, duration, expected) in cases {
-            assert_eq!(format_duration(duration), expected, "{rule}");
-            assert_eq!(parse_duration(expected).ok(), Some(duration), "{rule}: round trip");
-        }
-    }
 
     /// The JSON form round-trips, and durations are human strings in it.
     #[test]
@@ -243,11 +139,11 @@ mod tests {
         assert_eq!(back, config);
     }
 
-    /// A partial document fills the rest with defaults; bare numbers are milliseconds.
+    /// A partial document fills the rest with defaults.
     #[test]
     fn config_partial_json_uses_defaults() {
         let config: MockConfig =
-            serde_json::from_str(r#"{"errorRate": 0.5, "interChunkDelay": 20}"#).unwrap();
+            serde_json::from_str(r#"{"errorRate": 0.5, "interChunkDelay": "20ms"}"#).unwrap();
         assert_eq!(
             config,
             MockConfig {
@@ -256,6 +152,18 @@ mod tests {
                 ..MockConfig::default()
             }
         );
+    }
+
+    /// Durations use the workspace's one grammar: a bare number or another unit is refused with
+    /// the accepted form.
+    #[test]
+    fn config_duration_grammar() {
+        let config: MockConfig = serde_json::from_str(r#"{"latency": "1s500ms"}"#).unwrap();
+        assert_eq!(config.latency, Duration::from_millis(1500));
+        for bad in [r#"{"latency": 20}"#, r#"{"latency": "500us"}"#, r#"{"latency": "1.5s"}"#] {
+            let error = serde_json::from_str::<MockConfig>(bad).unwrap_err().to_string();
+            assert!(error.contains("e.g. 30s"), "{bad}: {error}");
+        }
     }
 
     /// A misspelt knob is an error rather than silently ignored.

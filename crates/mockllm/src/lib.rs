@@ -10,15 +10,12 @@ mod config;
 pub mod openai;
 mod server;
 
-pub use config::{MockConfig, format_duration, parse_duration};
+pub use config::MockConfig;
 pub use server::{DEFAULT_MODEL_NAME, MockServer, RecordedRequest, ServerOptions};
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A duration in a flag or in the control JSON could not be read.
-    #[error("invalid duration: {0}")]
-    InvalidDuration(String),
     /// A knob is out of range.
     #[error("invalid mock configuration: {0}")]
     InvalidConfig(String),

@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use modelrollout_mockllm::{MockConfig, MockServer, ServerOptions, parse_duration};
+use modelrollout_api::parse_duration;
+use modelrollout_mockllm::{MockConfig, MockServer, ServerOptions};
 
 /// A fault-injectable OpenAI-compatible upstream for tests, demos and benchmarks.
 ///
-/// Durations are written 150ms, 2s, 500us. Change knobs at runtime with
+/// Durations are written 150ms, 2s, 1m30s. Change knobs at runtime with
 /// `curl -X PATCH localhost:8081/control/config -d '{"errorRate":0.2}'`.
 #[derive(Debug, Parser)]
 #[command(name = "modelrollout-mockllm", version)]
@@ -22,10 +23,10 @@ struct Args {
     #[arg(long, env = "MOCKLLM_MODEL")]
     model: Option<String>,
     /// Fixed delay before every response head.
-    #[arg(long, env = "MOCKLLM_LATENCY", value_parser = duration, default_value = "0s")]
+    #[arg(long, env = "MOCKLLM_LATENCY", value_parser = parse_duration, default_value = "0s")]
     latency: Duration,
     /// Extra random delay, uniform in 0..jitter.
-    #[arg(long, env = "MOCKLLM_LATENCY_JITTER", value_parser = duration, default_value = "0s")]
+    #[arg(long, env = "MOCKLLM_LATENCY_JITTER", value_parser = parse_duration, default_value = "0s")]
     latency_jitter: Duration,
     /// Share (0..1) of requests answered with --error-status.
     #[arg(long, env = "MOCKLLM_ERROR_RATE", default_value_t = 0.0)]
@@ -34,13 +35,13 @@ struct Args {
     #[arg(long, env = "MOCKLLM_ERROR_STATUS", default_value_t = 500)]
     error_status: u16,
     /// Retry-After sent with injected 429 and 503 answers.
-    #[arg(long, env = "MOCKLLM_RETRY_AFTER", value_parser = duration)]
+    #[arg(long, env = "MOCKLLM_RETRY_AFTER", value_parser = parse_duration)]
     retry_after: Option<Duration>,
     /// Streams: delay before the first chunk.
-    #[arg(long, visible_alias = "ttft", env = "MOCKLLM_TIME_TO_FIRST_TOKEN", value_parser = duration, default_value = "0s")]
+    #[arg(long, visible_alias = "ttft", env = "MOCKLLM_TIME_TO_FIRST_TOKEN", value_parser = parse_duration, default_value = "0s")]
     time_to_first_token: Duration,
     /// Streams: delay between chunks.
-    #[arg(long, env = "MOCKLLM_INTER_CHUNK_DELAY", value_parser = duration, default_value = "0s")]
+    #[arg(long, env = "MOCKLLM_INTER_CHUNK_DELAY", value_parser = parse_duration, default_value = "0s")]
     inter_chunk_delay: Duration,
     /// Streams: number of content chunks.
     #[arg(long, env = "MOCKLLM_CHUNKS", default_value_t = MockConfig::default().chunks)]
@@ -63,10 +64,6 @@ struct Args {
     /// Tokio worker threads (default: one per core).
     #[arg(long, env = "MOCKLLM_WORKER_THREADS")]
     worker_threads: Option<usize>,
-}
-
-fn duration(text: &str) -> Result<Duration, String> {
-    parse_duration(text).map_err(|error| error.to_string())
 }
 
 impl Args {

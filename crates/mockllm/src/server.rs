@@ -528,7 +528,9 @@ fn stream_response(
 fn handle_control(state: &State, method: &Method, path: &str, body: &Bytes) -> Response<MockBody> {
     match (method, path) {
         (&Method::GET, "config") => json_response(StatusCode::OK, &config_json(&state.config())),
-        (&Method::PUT, "config") => match serde_json::from_slice::<MockConfig>(body) {
+        (&Method::PUT, "config") => match serde_path_to_error::deserialize::<_, MockConfig>(
+            &mut serde_json::Deserializer::from_slice(body),
+        ) {
             Ok(config) => apply_config(state, config),
             Err(error) => control_error(&format!(
                 "PUT /control/config: the body is not a MockConfig ({error}); send JSON such as \
@@ -542,7 +544,7 @@ fn handle_control(state: &State, method: &Method, path: &str, body: &Bytes) -> R
                     for (key, value) in changes {
                         current[key] = value;
                     }
-                    serde_json::from_value::<MockConfig>(current)
+                    serde_path_to_error::deserialize::<_, MockConfig>(current)
                         .map_err(|error| format!("the merged config is invalid: {error}"))
                 }
                 Ok(_) => Err("the body must be a JSON object of the fields to change".to_owned()),

@@ -418,6 +418,13 @@ async fn control_endpoint_changes_knobs_at_runtime() {
             .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error["error"]["message"].as_str().unwrap().contains("latncy"));
+    let (status, _, error) = json_body(
+        send(addr, Method::PUT, "/control/config", Some(json!({"latency": "1.5s"}))).await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("latency") && message.contains("e.g. 30s"), "{message}");
 
     let health = send(addr, Method::GET, "/healthz", None).await;
     assert_eq!(health.status(), StatusCode::OK);

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Parser};
+use modelrollout_api::parse_duration;
 
 use crate::clients::ClientLimits;
 use crate::forward::ForwardOptions;
@@ -98,15 +99,15 @@ pub struct ProxyArgs {
     pub max_inflight_body_bytes: usize,
 
     /// Time allowed for a client to send a request's headers (HTTP/1.1; also how long a
-    /// keep-alive connection may wait for its next request). 0 disables it.
+    /// keep-alive connection may wait for its next request). 0s disables it.
     #[arg(long, env = "MODELROLLOUT_PROXY_CLIENT_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub client_header_timeout: Duration,
 
-    /// Time allowed for a client to send a whole request body; slower ones get 408. 0 disables it.
+    /// Time allowed for a client to send a whole request body; slower ones get 408. 0s disables it.
     #[arg(long, env = "MODELROLLOUT_PROXY_CLIENT_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub client_body_timeout: Duration,
 
-    /// A client connection with no request in flight for this long is closed. 0 disables it.
+    /// A client connection with no request in flight for this long is closed. 0s disables it.
     #[arg(long, env = "MODELROLLOUT_PROXY_CLIENT_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration, value_name = "DURATION")]
     pub client_idle_timeout: Duration,
 
@@ -299,25 +300,6 @@ impl ProxyArgs {
     }
 }
 
-/// Parses `250ms`, `5s`, `1.5s`, `2m`, `1h` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration: write it like 250ms, 5s, 2m or 1h"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("{text:?} has unknown unit {unit:?}: use ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(seconds)
-        .map_err(|e| format!("{text:?} is not a usable duration ({e})"))
-}
-
 /// Parses `NAMESPACE/NAME`.
 pub fn parse_configmap(text: &str) -> Result<(String, String), String> {
     match text.split_once('/') {
@@ -382,7 +364,7 @@ mod tests {
             "--first-byte-timeout",
             "2m",
             "--idle-timeout",
-            "1.5s",
+            "1s500ms",
             "--max-retries",
             "3",
             "--fallback-to-stable",
@@ -429,7 +411,7 @@ mod tests {
             (&[], "--routing-dir"),
             (&["--routing-dir", "/r", "--configmap", "a/b"], "cannot be used with"),
             (&["--configmap", "no-namespace"], "NAMESPACE/NAME"),
-            (&["--routing-dir", "/r", "--idle-timeout", "5 parsecs"], "unknown unit"),
+            (&["--routing-dir", "/r", "--idle-timeout", "5parsecs"], "unknown unit"),
             (&["--routing-dir", "/r", "--listen", "localhost"], "--listen"),
         ];
         for (args, needle) in table {
@@ -438,21 +420,24 @@ mod tests {
         }
     }
 
-    /// Durations in every unit.
+    /// Duration flags use the workspace's one grammar: a bare or fractional number is refused
+    /// with the accepted form rather than guessed at.
     #[test]
     fn durations() {
-        let table = [
-            ("250ms", Duration::from_millis(250)),
-            ("5s", Duration::from_secs(5)),
-            ("5", Duration::from_secs(5)),
-            ("0.5s", Duration::from_millis(500)),
-            ("2m", Duration::from_secs(120)),
-            ("1h", Duration::from_secs(3600)),
-        ];
-        for (text, expected) in table {
-            assert_eq!(parse_duration(text).unwrap(), expected, "{text}");
+        // `--flag=value`: a separate "-1s" would be read as a flag of its own.
+        let flag =
+            |value: &str| parse(&["--routing-dir", "/r", &format!("--retry-backoff={value}")]);
+        let table = [("250ms", 250), ("5s", 5_000), ("2m", 120_000), ("1h30m", 5_400_000)];
+        for (text, millis) in table {
+            let config = flag(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(config.forward.retry_backoff, Duration::from_millis(millis), "{text}");
         }
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("-1s").is_err());
+        for text in ["5", "0.5s", "", "-1s"] {
+            let error = flag(text).unwrap_err();
+            assert!(
+                error.contains("--retry-backoff") && error.contains("e.g. 30s"),
+                "{text}: {error}"
+            );
+        }
     }
 }

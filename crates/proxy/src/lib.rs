@@ -31,6 +31,7 @@ pub mod clients;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod forced;
 pub mod forward;
 pub mod headers;
 pub mod metrics;

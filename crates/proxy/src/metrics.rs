@@ -11,6 +11,8 @@
 //! | `gray_release_config_reloads_total` | counter | `result` (`success`, `failure`) |
 //! | `gray_release_client_cancelled_total` | counter | `rollout, rollout_namespace, model, is_canary` |
 //! | `gray_release_routing_generation` | gauge | — |
+//! | `gray_release_forced_requests_total` | counter | as `gray_release_requests_total` |
+//! | `gray_release_forced_tokens_total` | counter | as `gray_release_tokens_total` |
 //!
 //! `model` is the upstream model of the arm (e.g. `gpt-4.1`), `is_canary` is `"true"|"false"`,
 //! `status` is `success` iff `reason="ok"`. `reason` is one of (see [`Outcome`]): `ok`,
@@ -147,6 +149,15 @@ struct ReloadLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, LatencyHistogram>;
 
+fn arm_labels(rollout: &str, namespace: &str, model: &str, is_canary: bool) -> ArmLabels {
+    ArmLabels {
+        rollout: rollout.to_owned(),
+        rollout_namespace: namespace.to_owned(),
+        model: model.to_owned(),
+        is_canary: if is_canary { "true" } else { "false" },
+    }
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
@@ -182,6 +193,9 @@ pub struct Metrics {
     weight: Family<RolloutLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
     generation: Gauge,
+    /// Requests a tester forced onto an arm (docs/guards.md): never in analysis.
+    forced_requests: Family<RequestLabels, Counter>,
+    forced_tokens: Family<TokenLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -203,6 +217,18 @@ impl Metrics {
         let weight = Family::<RolloutLabels, Gauge>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let generation = Gauge::default();
+        let forced_requests = Family::<RequestLabels, Counter>::default();
+        let forced_tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "gray_release_forced_requests",
+            "Upstream attempts of requests forced onto an arm by the rollout's forceArmHeader (left out of analysis)",
+            forced_requests.clone(),
+        );
+        registry.register(
+            "gray_release_forced_tokens",
+            "Tokens of requests forced onto an arm by the rollout's forceArmHeader (left out of analysis)",
+            forced_tokens.clone(),
+        );
         registry.register(
             "gray_release_requests",
             "Upstream attempts by rollout, arm and outcome",
@@ -255,6 +281,8 @@ impl Metrics {
             weight,
             reloads,
             generation,
+            forced_requests,
+            forced_tokens,
         }
     }
 
@@ -273,47 +301,79 @@ impl Metrics {
         is_canary: bool,
         extra_bounds: &[f64],
     ) -> ArmMetrics {
-        let is_canary = if is_canary { "true" } else { "false" };
-        let arm = ArmLabels {
-            rollout: rollout.to_owned(),
-            rollout_namespace: namespace.to_owned(),
-            model: model.to_owned(),
+        let mut metrics =
+            self.arm_in(&self.requests, &self.tokens, rollout, namespace, model, is_canary);
+        let labels = arm_labels(rollout, namespace, model, is_canary);
+        {
+            // One route's series at a time: the constructor reads the bounds set here.
+            let _creating = self.creating.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            *self.bounds.extra.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                extra_bounds.to_vec();
+            metrics.duration = self.duration.get_or_create_owned(&labels);
+            metrics.ttft = self.ttft.get_or_create_owned(&labels);
+        }
+        metrics.cancelled = self.cancelled.get_or_create_owned(&labels);
+        metrics
+    }
+
+    /// The series of one arm for forced requests: their own request and token counters
+    /// (latency and cancellations are not exported for them).
+    pub fn forced_arm(
+        &self,
+        rollout: &str,
+        namespace: &str,
+        model: &str,
+        is_canary: bool,
+    ) -> ArmMetrics {
+        self.arm_in(
+            &self.forced_requests,
+            &self.forced_tokens,
+            rollout,
+            namespace,
+            model,
             is_canary,
-        };
+        )
+    }
+
+    /// Request and token counters of one arm in the given families; latency and cancellation
+    /// series unregistered (the callers that export them replace them).
+    fn arm_in(
+        &self,
+        requests: &Family<RequestLabels, Counter>,
+        tokens: &Family<TokenLabels, Counter>,
+        rollout: &str,
+        namespace: &str,
+        model: &str,
+        is_canary: bool,
+    ) -> ArmMetrics {
+        let arm = arm_labels(rollout, namespace, model, is_canary);
         let requests = Outcome::ALL.map(|outcome| {
-            self.requests.get_or_create_owned(&RequestLabels {
+            requests.get_or_create_owned(&RequestLabels {
                 rollout: arm.rollout.clone(),
                 rollout_namespace: arm.rollout_namespace.clone(),
                 model: arm.model.clone(),
-                is_canary,
+                is_canary: arm.is_canary,
                 status: outcome.status(),
                 reason: outcome.reason(),
             })
         });
         let token = |kind| {
-            self.tokens.get_or_create_owned(&TokenLabels {
+            tokens.get_or_create_owned(&TokenLabels {
                 rollout: arm.rollout.clone(),
                 rollout_namespace: arm.rollout_namespace.clone(),
                 model: arm.model.clone(),
-                is_canary,
+                is_canary: arm.is_canary,
                 r#type: kind,
             })
         };
-        let (duration, ttft) = {
-            // One route's series at a time: the constructor reads the bounds set here (the
-            // temporary guard is released before it runs).
-            let _creating = self.creating.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            *self.bounds.extra.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
-                extra_bounds.to_vec();
-            (self.duration.get_or_create_owned(&arm), self.ttft.get_or_create_owned(&arm))
-        };
+        let unregistered = ArmMetrics::unregistered();
         ArmMetrics {
             requests,
-            duration,
-            ttft,
+            duration: unregistered.duration,
+            ttft: unregistered.ttft,
             prompt_tokens: token("prompt"),
             completion_tokens: token("completion"),
-            cancelled: self.cancelled.get_or_create_owned(&arm),
+            cancelled: unregistered.cancelled,
         }
     }
 

@@ -389,7 +389,14 @@ async fn route_by_model(
             }
         }
     };
-    let track = route.choose(&parts.headers, Some(&inspected));
+    let (route, track) = match route.forced(&parts.headers) {
+        Ok(Some(forced)) => forced,
+        Ok(None) => {
+            let track = route.choose(&parts.headers, Some(&inspected));
+            (route, track)
+        }
+        Err(error) => return error.into_response(),
+    };
     let client_request = ClientRequest {
         method: &parts.method,
         suffix: &suffix_of(path, &parts.uri),

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use modelrollout_api::Endpoint;
 use modelrollout_api::routing::RoutingDocument;
 use serde::Serialize;
 
@@ -39,33 +40,16 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Parses an `http(s)://host[:port][/base]` endpoint.
-    pub fn parse(endpoint: &str) -> Result<Self, String> {
-        let uri: Uri = endpoint.parse().map_err(|e| format!("is not a URL ({e})"))?;
-        let scheme = match uri.scheme_str() {
-            Some(s @ ("http" | "https")) => s,
-            _ => return Err("must start with http:// or https://".to_owned()),
-        };
-        let Some(authority) = uri.authority() else {
-            return Err("has no host".to_owned());
-        };
-        if uri.query().is_some() {
-            return Err("must not carry a query string".to_owned());
-        }
-        let base = uri.path().trim_end_matches('/');
+    /// Parses an `http(s)://host[:port][/base]` endpoint with the routing document's own parser.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let endpoint = Endpoint::parse(text).map_err(str::to_owned)?;
         // The value hyper-util's client sets: the host, plus the port unless it is the default.
-        let host = match (scheme, uri.host(), uri.port()) {
-            ("http", Some(host), Some(port)) if port.as_u16() != 80 => {
-                HeaderValue::from_str(&format!("{host}:{port}")).ok()
-            }
-            ("http", Some(host), _) => HeaderValue::from_str(host).ok(),
-            _ => None,
+        let host = if endpoint.is_tls() {
+            None
+        } else {
+            HeaderValue::from_str(&endpoint.authority()).ok()
         };
-        Ok(Upstream {
-            prefix: format!("{scheme}://{authority}{base}"),
-            endpoint: endpoint.to_owned(),
-            host,
-        })
+        Ok(Upstream { prefix: endpoint.to_string(), endpoint: text.to_owned(), host })
     }
 
     /// The upstream URI for a client path below `/v1` (e.g. `/chat/completions?x=1`).
@@ -113,6 +97,10 @@ pub struct Route {
     pub stable: Arm,
     /// The canary arm.
     pub canary: Arm,
+    /// The document's forceArmHeader and the route forced requests go through (its arms
+    /// count apart); built with the metrics (see [`crate::forced`]).
+    pub(crate) forced: Option<(HeaderName, Arc<Route>)>,
+    force_header: Option<HeaderName>,
 }
 
 impl Route {
@@ -146,18 +134,15 @@ impl Route {
         };
         let stable = arm(Track::Stable, &document.stable)?;
         let canary = arm(Track::Canary, &document.canary)?;
+        // RoutingDocument::parse admitted only header names, and every one is a HeaderName
+        // (`header_names_agree` below), so nothing is validated a second time here.
         let sticky_headers = document
             .stickiness
             .headers
             .iter()
-            .map(|h| {
-                HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
-                    format!(
-                        "routing document field stickiness.headers has {h:?}: not a header name"
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+            .collect();
+        let force_header = crate::forced::header_name(document.force_arm_header.as_deref())?;
         Ok(Route {
             key: key.to_owned(),
             hasher: StickyHasher::new(&document.namespace, &document.rollout),
@@ -167,6 +152,8 @@ impl Route {
             document,
             stable,
             canary,
+            forced: None,
+            force_header,
         })
     }
 
@@ -223,6 +210,10 @@ impl Route {
                 arm.track.is_canary(),
                 &bounds,
             );
+        }
+        if let Some(header) = self.force_header.clone() {
+            let view = crate::forced::forced_view(&self, metrics);
+            self.forced = Some((header, Arc::new(view)));
         }
         self
     }
@@ -781,6 +772,22 @@ mod tests {
         }
     }
 
+    /// Every name the routing document's rule admits is an `http::HeaderName`, so the proxy
+    /// never drops a sticky header the document listed.
+    #[test]
+    fn header_names_agree() {
+        for byte in 0..=u8::MAX {
+            let name = [b'x', byte];
+            if let Ok(name) = std::str::from_utf8(&name)
+                && modelrollout_api::routing::is_http_header_name(name)
+            {
+                assert!(HeaderName::from_bytes(name.as_bytes()).is_ok(), "{name:?}");
+            }
+        }
+        let longest = "x".repeat(modelrollout_api::routing::HEADER_NAME_MAX_LENGTH);
+        assert!(HeaderName::from_bytes(longest.as_bytes()).is_ok());
+    }
+
     /// Upstream URIs join the base path and the client's path below /v1.
     #[test]
     fn upstream_uris() {
@@ -800,6 +807,7 @@ mod tests {
             );
         }
         assert!(Upstream::parse("ftp://x").is_err());
+        assert!(Upstream::parse("http://user:pw@relay:9000").is_err());
     }
 
     /// A plain-HTTP upstream's Host header is the one the client would set (default port
@@ -809,7 +817,6 @@ mod tests {
         let table = [
             ("http://127.0.0.1:8080/v1", Some("127.0.0.1:8080")),
             ("http://relay:80/v1", Some("relay")),
-            ("http://user:pw@relay:9000", Some("relay:9000")),
             ("http://[::1]:9000/v1", Some("[::1]:9000")),
             ("http://relay", Some("relay")),
             ("https://api.openai.com/v1", None),

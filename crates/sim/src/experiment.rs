@@ -35,7 +35,8 @@ pub struct Experiment {
     pub rows: Vec<(Measure, Goal)>,
 }
 
-/// The ramp of DESIGN.md's example, ten intervals (of one minute) at each of 5 %, 25 % and 50 %.
+/// The weights of deploy/examples/chat-assistant.yaml (5 %, 25 %, 50 %), ten one-minute intervals
+/// at each.
 fn standard_steps() -> Vec<(f64, u32)> {
     vec![(5.0, 10), (25.0, 10), (50.0, 10)]
 }

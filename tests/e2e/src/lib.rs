@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests in `tests/`: workspace paths, the shared cluster with the
 //! ModelRollout CRD installed once, the `# expect:` header of invalid manifests, programs that
-//! cannot outlive a test ([`process`]) and a whole rollout world per test ([`stack`]).
+//! cannot outlive a test ([`process`]), a whole rollout world per test ([`stack`]) and the Helm
+//! chart installed on a node ([`release`]).
 //!
 //! The tests drive everything through the pinned `kubectl`, as a user would type it, against
 //! the real local control plane of `modelrollout-testcluster`.
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use modelrollout_testcluster::TestCluster;
 
 pub mod process;
+pub mod release;
 pub mod stack;
 
 /// The CRD's name.

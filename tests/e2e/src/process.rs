@@ -5,6 +5,7 @@
 //! closes the pipe, the shell reads end-of-file and kills the program. No `pre_exec`, no unsafe.
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -50,6 +51,9 @@ impl Supervised {
         if let Some(dir) = command.get_current_dir() {
             shell.current_dir(dir);
         }
+        // Its own process group: a Ctrl-C aimed at the owner (`make demo`) does not end the
+        // supervisor before the owner has cleaned up; the pipe still ends it with the owner.
+        shell.process_group(0);
         let mut shell =
             shell.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
         let stdin = shell.stdin.take();

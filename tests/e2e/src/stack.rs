@@ -425,7 +425,17 @@ pub async fn chat(
     session: &str,
     stream: bool,
 ) -> Result<(StatusCode, String), BoxError> {
-    let mut body = json!({"model": ALIAS, "messages": [{"role": "user", "content": "Hello"}]});
+    chat_model(api, ALIAS, session, stream).await
+}
+
+/// Like [`chat`], for the alias `model`.
+pub async fn chat_model(
+    api: SocketAddr,
+    model: &str,
+    session: &str,
+    stream: bool,
+) -> Result<(StatusCode, String), BoxError> {
+    let mut body = json!({"model": model, "messages": [{"role": "user", "content": "Hello"}]});
     if stream {
         body["stream"] = json!(true);
         body["stream_options"] = json!({"include_usage": true});
@@ -474,9 +484,14 @@ pub struct Load {
 impl Load {
     /// Starts sending.
     pub fn start(proxy: &Proxy, rate: u32) -> Load {
+        Self::start_at(proxy.api, &[ALIAS], rate)
+    }
+
+    /// Starts sending to the OpenAI API at `api`, each request for one of `aliases` in turn.
+    pub fn start_at(api: SocketAddr, aliases: &[&str], rate: u32) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
-        let api = proxy.api;
+        let aliases: Vec<String> = aliases.iter().map(|a| (*a).to_owned()).collect();
         let (stop_flag, counter) = (stop.clone(), sent.clone());
         let task = tokio::spawn(async move {
             let gap = Duration::from_secs(1) / rate.max(1);
@@ -488,11 +503,11 @@ impl Load {
                 let session = format!("user-{}", rand::random::<u32>());
                 let stream = n.is_multiple_of(4);
                 let counter = counter.clone();
+                let alias = aliases[(n as usize) % aliases.len().max(1)].clone();
                 tokio::spawn(async move {
                     // Errors are what some tests inject; the controller sees them in the metrics.
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(30), chat(api, &session, stream))
-                            .await;
+                    let request = chat_model(api, &alias, &session, stream);
+                    let _ = tokio::time::timeout(Duration::from_secs(30), request).await;
                     counter.fetch_add(1, Ordering::Relaxed);
                 });
             }

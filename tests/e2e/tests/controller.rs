@@ -54,13 +54,17 @@ fn faulty(model: &str, edit: impl FnOnce(&mut MockConfig)) -> MockConfig {
 }
 
 /// a. A healthy canary walks the steps to 100 %: Promoted, `kubectl wait` works, and new
-/// traffic goes to the canary.
+/// traffic goes to the canary. The Prometheus is the controller's default, not the rollout's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_canary_is_promoted() -> Result {
     let world = World::new("healthy").await?;
-    let controller = world.controller("controller", &["--leader-elect=false"])?;
+    let flags = ["--leader-elect=false", "--prometheus-address", &world.prometheus];
+    let controller = world.controller("controller", &flags)?;
     let load = Load::start(&world.proxy, 40);
-    world.apply(&world.rollout("chat", three_steps(), &world.prometheus))?;
+    // This rollout names no Prometheus: the controller's --prometheus-address stands in.
+    let mut manifest = world.rollout("chat", three_steps(), &world.prometheus);
+    manifest["spec"]["analysis"].as_object_mut().map(|analysis| analysis.remove("prometheus"));
+    world.apply(&manifest)?;
     let waited = world.namespace.kubectl([
         "wait",
         "modelrollout/chat",
@@ -402,6 +406,52 @@ async fn standby_takes_over_from_a_killed_leader() -> Result {
         took_over.as_secs_f64()
     ));
     load.stop().await;
+    Ok(())
+}
+
+/// i2. SIGTERM: the leader finishes, gives the Lease up and exits; the standby takes over long
+/// before the Lease (60 s) could have expired, which only a release allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_the_lease() -> Result {
+    let world = World::new("sigterm").await?;
+    let lease = ["--lease-duration", "60s", "--lease-renew", "1s"];
+    let first = world.controller("controller-a", &lease)?;
+    let holder = || -> Result<String> {
+        Ok(world.namespace.kubectl_ok([
+            "get",
+            "lease",
+            "modelrollout-controller",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])?)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while holder().unwrap_or_default() != "controller-a" {
+        assert!(Instant::now() < deadline, "controller-a never led\n{}", first.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = world.controller("controller-b", &lease)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !second.log().contains("standing by") {
+        assert!(Instant::now() < deadline, "controller-b never stood by\n{}", second.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped = Instant::now();
+    first.signal(Signal::TERM);
+    assert!(first.wait_exit(Duration::from_secs(30)), "controller-a ignored SIGTERM");
+    assert!(first.log().contains("lease released"), "{}", first.log_tail(20));
+    while holder()? != "controller-b" {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(45),
+            "controller-b did not take the released lease\n{}",
+            second.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    report(format_args!(
+        "[sigterm] standby led {:.1}s after SIGTERM to the leader (lease 60s)",
+        stopped.elapsed().as_secs_f64()
+    ));
     Ok(())
 }
 

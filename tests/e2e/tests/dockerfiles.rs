@@ -213,7 +213,8 @@ fn dockerfiles_name_binaries_flags_and_ports_that_exist() -> Result<()> {
                     "{name}: {} has no flag {flag} (it has {flags:?})",
                     file.binary
                 );
-                if flag.ends_with("listen") {
+                // --listen, --admin-listen, and the controller's --metrics-address
+                if flag.ends_with("listen") || flag.ends_with("address") {
                     let value = file.cmd.get(i + 1).context("a listen flag without value")?;
                     listening
                         .insert(port_of(value).with_context(|| format!("{name}: {flag} {value}"))?);
@@ -235,7 +236,7 @@ fn dockerfiles_name_binaries_flags_and_ports_that_exist() -> Result<()> {
     }
     checked.sort();
     ensure!(
-        checked == ["modelrollout-mockllm", "modelrollout-proxy"],
+        checked == ["modelrollout-controller", "modelrollout-mockllm", "modelrollout-proxy"],
         "checked Dockerfiles of {checked:?}"
     );
     Ok(())

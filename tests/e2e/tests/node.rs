@@ -35,7 +35,7 @@ fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<Option<T>>) -> Re
     }
 }
 
-/// The routing document of DESIGN.md section 3, both arms on the mockllm pod.
+/// A routing document (docs/routing-document.md), both arms on the mockllm pod.
 fn routing_document(namespace: &str, upstream: &str, weight: u32, generation: i64) -> String {
     json!({
         "version": 1, "rollout": "chat", "namespace": namespace, "generation": generation,

@@ -56,7 +56,10 @@ async fn doubled_canary_errors_are_rolled_back_on_the_evidence() -> Result {
     let message = rolled["message"].as_str().unwrap_or_default();
     assert!(
         message.starts_with("canary errors ")
-            && (message.contains("× stable (≥ ") || message.contains("× stable (> 1×"))
+            // The ratio to stable, or, when stable has had no error yet, the count against none.
+            && (message.contains("× stable (≥ ")
+                || message.contains("× stable (> 1×")
+                || message.contains(" vs none on stable (≥ "))
             && message.contains("× with 95 % confidence) after "),
         "{message}"
     );

@@ -32,6 +32,11 @@ const NOT_RUN: &[(&str, &str)] = &[
     ("sim", "thousands of simulated rollouts: a measurement, its own tests run in `make test`"),
     ("images", "`make test` runs it first (debug images)"),
     ("node-up", "release images (minutes); tests/e2e/tests/node.rs starts the same node"),
+    ("chart-lint", "`make test` runs it first"),
+    (
+        "demo",
+        "a cluster with a node and two rollouts (minutes); tests/e2e/tests/chart.rs runs the same story",
+    ),
 ];
 
 fn workspace_root() -> PathBuf {

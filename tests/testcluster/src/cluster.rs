@@ -547,7 +547,7 @@ fn etcd_args(data_dir: &Path, client_url: &str, peer_port: u16) -> Result<Vec<St
     ])
 }
 
-/// kube-apiserver flags, after controller-runtime's envtest (DESIGN.md section 7).
+/// kube-apiserver flags, after controller-runtime's envtest.
 fn apiserver_args(
     pki: &PkiFiles,
     cert_dir: &Path,
@@ -630,7 +630,7 @@ pub(crate) fn expect_success(args: &[std::ffi::OsString], output: Output) -> Res
 mod tests {
     use super::*;
 
-    /// The API server runs with the envtest flags DESIGN.md section 7 lists.
+    /// The API server runs with envtest's flags.
     #[test]
     fn apiserver_flags_follow_envtest() {
         let pki = PkiFiles::in_dir(Path::new("/c/pki"));

@@ -97,6 +97,8 @@ struct Harness {
     tally_rates: Result<(ArmTally, ArmTally), String>,
     /// The tallies the sequential judge asked for.
     tallies: Vec<TallySpec>,
+    /// What Prometheus answers for token counts (token budget, pricing).
+    tokens: Result<modelrollout_analysis::TokenSample, String>,
     last: Option<Decision>,
 }
 
@@ -112,6 +114,7 @@ impl Harness {
             ranges: Vec::new(),
             tally_rates: Ok(tally_rates(0.01, 0.01)),
             tallies: Vec::new(),
+            tokens: Ok(modelrollout_analysis::TokenSample::default()),
             last: None,
         }
     }
@@ -165,6 +168,10 @@ impl Harness {
                         },
                     ));
                     self.tallies.push(spec);
+                }
+                Outcome::Need(Need::Tokens(_)) => {
+                    assert!(observed.tokens.is_none(), "asked twice for token counts");
+                    observed.tokens = Some(self.tokens.clone());
                 }
             }
         };
@@ -691,6 +698,22 @@ fn invalid_spec_touches_nothing_then_recovers() {
     assert_eq!(h.condition(ConditionType::InvalidSpec).status, "False");
 }
 
+/// No Prometheus anywhere (neither in the spec nor a controller default filled in by the
+/// reconciler): InvalidSpec naming both ways out, and no routing written.
+#[test]
+fn no_prometheus_is_an_invalid_spec() {
+    let mut h = Harness::with(|r| r.spec.analysis.prometheus.address = None);
+    let d = h.reconcile();
+    assert!(!d.write_routing);
+    let invalid = h.condition(ConditionType::InvalidSpec);
+    assert_eq!(invalid.status, "True");
+    assert!(invalid.message.contains("--prometheus-address"), "{}", invalid.message);
+    assert!(invalid.message.contains("spec.analysis.prometheus.address"), "{}", invalid.message);
+    h.rollout.spec.analysis.prometheus.address = Some("http://prometheus:9090".into());
+    assert!(h.after(1).write_routing);
+    assert_eq!(h.condition(ConditionType::InvalidSpec).status, "False");
+}
+
 /// Restart safety: the same status and time give the same decision, so a controller killed at
 /// any moment neither skips nor repeats a step.
 #[test]
@@ -708,6 +731,7 @@ fn the_same_status_gives_the_same_decision() {
             proxies: Some(Ok(vec![ProxyWeight { instance: "p".into(), weight: 5.0 }])),
             measurements: Some(Ok(healthy())),
             tally: None,
+            tokens: None,
         },
     );
     let again = decide(
@@ -717,6 +741,7 @@ fn the_same_status_gives_the_same_decision() {
             proxies: Some(Ok(vec![ProxyWeight { instance: "p".into(), weight: 5.0 }])),
             measurements: Some(Ok(healthy())),
             tally: None,
+            tokens: None,
         },
     );
     match (first, again) {
@@ -878,3 +903,5 @@ fn sequential_tally_error_pauses() {
     assert_eq!(h.phase(), Phase::Paused);
     assert_eq!(h.status().last_analysis.as_ref().unwrap().verdict, Verdict::Error);
 }
+
+mod guards;

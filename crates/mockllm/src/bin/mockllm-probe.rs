@@ -14,7 +14,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use modelrollout_mockllm::parse_duration;
+use modelrollout_api::parse_duration;
 use serde_json::json;
 use tokio::net::TcpStream;
 
@@ -56,13 +56,9 @@ enum Command {
         #[arg(long, default_value_t = 1024)]
         streams: usize,
         /// A stream not finished by then counts as stalled.
-        #[arg(long, value_parser = duration, default_value = "30s")]
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
         deadline: Duration,
     },
-}
-
-fn duration(text: &str) -> Result<Duration, String> {
-    parse_duration(text).map_err(|error| error.to_string())
 }
 
 fn main() -> ExitCode {

@@ -5,6 +5,7 @@ mod admin;
 mod clients;
 mod configmap;
 mod forwarding;
+mod guards;
 mod lifecycle;
 mod openai_python;
 mod reload;

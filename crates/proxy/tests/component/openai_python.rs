@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::support::*;
 
 /// MODELROLLOUT_PYTHON, else the workspace's `.cache/venv/bin/python` (made by `make deps`).
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     if let Some(python) = std::env::var_os("MODELROLLOUT_PYTHON") {
         return PathBuf::from(python);
     }

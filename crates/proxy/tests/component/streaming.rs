@@ -125,21 +125,37 @@ async fn aborted_stream_is_counted_stream_aborted() {
     proxy.shutdown().await;
 }
 
-/// A stream that stalls longer than --idle-timeout is cut and counted as `timeout`.
+/// A stream that stalls longer than --idle-timeout is cut and counted as `timeout`. The stall
+/// runs on tokio's paused clock (proxy, upstream and client share this runtime): once nothing is
+/// in flight, time jumps to the proxy's idle deadline, so the test waits for nothing real and a
+/// loaded machine cannot make the cut come early.
 #[tokio::test]
 async fn idle_stream_is_cut_after_idle_timeout() {
     let mut upstream = ScriptedUpstream::start().await;
     let stable = mock(MockConfig::default()).await;
     let dir = chat_dir(&stable.base_url(), &upstream.base_url(), 100);
-    let proxy = start_proxy(&dir, |c| c.forward.idle_timeout = Duration::from_millis(300)).await;
+    // Shorter than the helpers' own bound, so the paused clock reaches this deadline first.
+    let idle_timeout = HELPER_BOUND / 2;
+    let proxy = start_proxy(&dir, |c| c.forward.idle_timeout = idle_timeout).await;
     let url = format!("{}/chat/completions", proxy.base_url());
     let client_task =
         tokio::spawn(async move { open_stream(&url, &chat_stream("chat-default"), &[]).await });
     let scripted = upstream.next_request().await;
     scripted.chunks.send(sse(r#"{"choices":[{"delta":{"content":"a"}}]}"#)).await.unwrap();
-    let (text, ended) = read_stream(client_task.await.unwrap().into_body()).await;
-    assert!(text.contains("\"a\""));
+    let mut body = client_task.await.unwrap().into_body();
+    let first = next_chunk(&mut body).await.expect("a first chunk").expect("not cut yet");
+    assert!(String::from_utf8_lossy(&first).contains("\"a\""));
+    tokio::time::pause();
+    let paused_at = tokio::time::Instant::now();
+    let (_, ended) = read_stream(body).await;
     assert!(ended.is_err(), "stalled stream must be cut");
+    // The idle deadline (HELPER_BOUND / 2) comes long before the helpers' bound; tokio's timer
+    // rounds it up to the next millisecond.
+    let waited = paused_at.elapsed();
+    assert!(
+        waited <= idle_timeout + Duration::from_millis(1),
+        "cut by the idle timeout, not a helper bound: {waited:?} > {idle_timeout:?}"
+    );
     assert_eq!(requests(&metrics_text(&proxy).await, true, "timeout"), 1.0);
     drop(scripted);
     proxy.shutdown().await;
