@@ -33,6 +33,16 @@ pub struct Target {
     pub namespace: String,
 }
 
+/// The target of the unit tests: rollout ai/chat on a local Prometheus.
+#[cfg(test)]
+pub(crate) fn test_target() -> Target {
+    Target {
+        prometheus: "http://127.0.0.1:9090".to_owned(),
+        rollout: "chat".to_owned(),
+        namespace: "ai".to_owned(),
+    }
+}
+
 /// What to measure: the PromQL range and the custom metric templates of spec.analysis.metrics.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MeasureSpec {

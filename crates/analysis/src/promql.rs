@@ -190,13 +190,7 @@ fn placeholders(template: &str) -> impl Iterator<Item = &str> {
 mod tests {
     use super::*;
 
-    fn target() -> Target {
-        Target {
-            prometheus: "http://127.0.0.1:9090".to_owned(),
-            rollout: "chat".to_owned(),
-            namespace: "ai".to_owned(),
-        }
-    }
+    use crate::test_target as target;
 
     const R: Duration = Duration::from_secs(37);
 

@@ -140,13 +140,7 @@ impl ArmTally {
 mod tests {
     use super::*;
 
-    fn target() -> Target {
-        Target {
-            prometheus: "http://127.0.0.1:9090".to_owned(),
-            rollout: "chat".to_owned(),
-            namespace: "ai".to_owned(),
-        }
-    }
+    use crate::test_target as target;
 
     /// Boundaries match however `le` was written.
     #[test]

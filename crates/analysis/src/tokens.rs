@@ -115,13 +115,7 @@ impl PrometheusSource {
 mod tests {
     use super::*;
 
-    fn target() -> Target {
-        Target {
-            prometheus: "http://127.0.0.1:9090".to_owned(),
-            rollout: "chat".to_owned(),
-            namespace: "ai".to_owned(),
-        }
-    }
+    use crate::test_target as target;
 
     /// Token queries: one arm, one type, summed over instances.
     #[test]
