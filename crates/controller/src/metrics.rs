@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `modelrollout_controller_reconciles_total` | counter | — |
 //! | `modelrollout_controller_reconcile_errors_total` | counter | `kind` |
-//! | `modelrollout_controller_reconcile_duration_seconds` | histogram | — (Prometheus time excluded) |
+//! | `modelrollout_controller_reconcile_duration_seconds` | histogram | — (the decision and its writes; Prometheus, the read of the rollout and the finalizer patch excluded) |
 //! | `modelrollout_controller_analysis_duration_seconds` | histogram | — |
 //! | `modelrollout_controller_analysis_errors_total` | counter | `kind` |
 //! | `modelrollout_controller_leader` | gauge | — (1 on the replica that acts) |
