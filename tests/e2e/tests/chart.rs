@@ -156,7 +156,11 @@ fn exercise(world: &mut ChartWorld<'_>, started: Instant) -> Result<()> {
     let why =
         condition(&rolled_back, "RolledBack").ok_or_else(|| anyhow!("no RolledBack condition"))?;
     let message = why["message"].as_str().unwrap_or_default();
-    ensure!(message.contains("error rate"), "RolledBack says {why}");
+    // The sequential judge (the default) or the error-rate limit, whichever sees it first.
+    ensure!(
+        message.contains("error rate") || message.starts_with("canary errors "),
+        "RolledBack says {why}"
+    );
     progress(&format!(
         "risky: RolledBack ({}: {message})",
         why["reason"].as_str().unwrap_or_default()
