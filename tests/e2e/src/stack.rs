@@ -446,14 +446,14 @@ pub async fn chat_model(
         .body(Full::new(Bytes::from(body.to_string())))?;
     let response = client().request(request).await?;
     let status = response.status();
-    let track = response
-        .headers()
-        .get("x-modelrollout-track")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("<none>")
-        .to_owned();
+    let track = track_of(response.headers());
     response.into_body().collect().await?;
     Ok((status, track))
+}
+
+/// The arm the proxy says answered (`x-modelrollout-track`), or `<none>`.
+pub fn track_of(headers: &hyper::HeaderMap) -> String {
+    headers.get("x-modelrollout-track").and_then(|v| v.to_str().ok()).unwrap_or("<none>").to_owned()
 }
 
 fn client() -> Client<HttpConnector, Full<Bytes>> {

@@ -61,12 +61,7 @@ async fn chat_with(api: SocketAddr, headers: &[(&str, &str)]) -> Result<(u16, St
     let client = Client::builder(TokioExecutor::new()).build_http();
     let response = tokio::time::timeout(Duration::from_secs(30), client.request(request)).await??;
     let status = response.status().as_u16();
-    let track = response
-        .headers()
-        .get("x-modelrollout-track")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("<none>")
-        .to_owned();
+    let track = modelrollout_e2e::stack::track_of(response.headers());
     let bytes = response.into_body().collect().await?.to_bytes();
     Ok((status, track, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
 }
