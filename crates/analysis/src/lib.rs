@@ -17,7 +17,7 @@ pub mod tokens;
 use std::time::Duration;
 
 pub use error::{AnalysisError, MetricProblem};
-pub use prometheus::PrometheusSource;
+pub use prometheus::{PrometheusSource, tls_config};
 pub use promql::bind_models;
 pub use tally::{ArmTally, Tally, TallySpec};
 pub use tokens::{ArmTokens, TokenSample};

@@ -290,8 +290,8 @@ fn failure_of(err: &reqwest::Error) -> ReqwestFailure {
 }
 
 /// rustls with the ring provider (the workspace's choice), trusting the system's CAs and, when
-/// there are none, the Mozilla roots.
-fn tls_config() -> Result<rustls::ClientConfig, String> {
+/// there are none, the Mozilla roots. The controller's preflight uses it too.
+pub fn tls_config() -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     let (added, _ignored) =
         roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);

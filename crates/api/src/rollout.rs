@@ -732,6 +732,24 @@ pub struct ModelRolloutStatus {
     /// likelihood ratios built from it. Reset when the rollout starts over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequential: Option<SequentialState>,
+
+    /// The last preflight check of the arms' endpoints (condition PreflightPassed holds its
+    /// verdict): when it ran and how many failed in a row, for the retry backoff. Reset when
+    /// the rollout starts over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preflight: Option<PreflightState>,
+}
+
+/// When the preflight last ran and how often it has failed in a row.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreflightState {
+    /// When both endpoints were last asked for their model list.
+    pub checked_at: Time,
+    /// Failed checks in a row (0 once one passes); the next try waits 5s doubled per failure,
+    /// at most 5m.
+    #[schemars(range(min = 0))]
+    pub failures: i32,
 }
 
 /// The sequential judge's memory between analyses (see status.sequential).

@@ -119,6 +119,10 @@ words! {
         /// The canary's token rate fits thresholds.maxCanaryTokensPerMinute, now and at its next
         /// step (False: reason BudgetExceeded, with the measured rate).
         WithinBudget,
+        /// Both arms' endpoints answered `GET {endpoint}/models` with their credential and
+        /// list their model (False: reason Unauthorized, ModelNotFound, EndpointUnreachable or
+        /// CredentialUnavailable; the rollout waits at weight 0 and checks again).
+        PreflightPassed,
     }
 }
 
@@ -182,6 +186,18 @@ words! {
         BudgetExceeded,
         /// The canary costs more per request than thresholds.maxCostIncrease × stable's.
         CostExceeded,
+        /// The arms' endpoints have not been checked yet for this start of the rollout.
+        PreflightPending,
+        /// Both arms' endpoints answered and serve their model (or have no model list).
+        EndpointsReady,
+        /// An arm's endpoint answered 401 or 403 to its credential.
+        Unauthorized,
+        /// An arm's endpoint lists models, but not the arm's model.
+        ModelNotFound,
+        /// An arm's endpoint could not be reached (connection, DNS, TLS, timeout, 5xx).
+        EndpointUnreachable,
+        /// An arm's credential could not be read from its Secret.
+        CredentialUnavailable,
     }
 }
 

@@ -36,6 +36,10 @@ pub struct Config {
     #[arg(long, env = "MODELROLLOUT_PROMETHEUS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub prometheus_timeout: Duration,
 
+    /// Longest wait for an arm's endpoint to answer the preflight's GET /models (e.g. 5s).
+    #[arg(long, env = "MODELROLLOUT_PREFLIGHT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub preflight_timeout: Duration,
+
     /// Log filter, e.g. `info` or `modelrollout_controller=debug,kube=warn`.
     #[arg(long, env = "MODELROLLOUT_LOG", default_value = "info")]
     pub log_level: String,

@@ -6,7 +6,9 @@
 //! 1. an invalid spec marks the rollout `Failed`/`InvalidSpec` and touches nothing else;
 //! 2. a change of either arm (model or endpoint) starts over from step 1 at weight 0;
 //! 3. manual requests (abort, retry, promote, promote --full, spec.paused), each acted on once;
-//! 4. the proxies must report the current weight before anything is judged at it;
+//! 4. before the first weight above 0, each arm's endpoint must pass the preflight
+//!    (`GET {endpoint}/models` with its credential), retried with backoff until it does;
+//!    the proxies must report the current weight before anything is judged at it;
 //! 5. analysis every interval at the current weight: pass, hold, count a failure, roll back;
 //! 6. the steps: a `setWeight` step completes on a clearly healthy analysis, a timed pause when
 //!    its time is up, an indefinite pause on a manual promote; past the last step, promotion.
@@ -21,6 +23,7 @@ use modelrollout_analysis::{
 };
 use modelrollout_api::rollout::{
     AnalysisPoint, AnalysisResult, FailedCheck, HISTORY_LIMIT, HandledAnnotations, MetricValue,
+    PreflightState,
 };
 use modelrollout_api::{
     ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY,
@@ -29,6 +32,7 @@ use modelrollout_api::{
 };
 
 use crate::judge::{Judgement, judge};
+use crate::preflight::{self, Report};
 use crate::sequential::{self, Evidence};
 
 /// A walk step either goes on with a value or stops to ask for an observation.
@@ -53,6 +57,8 @@ pub struct Observations {
     pub tally: Option<Result<Tally, String>>,
     /// Both arms' token counts (token budget, cost per request), or why they could not be taken.
     pub tokens: Option<Result<TokenSample, String>>,
+    /// What both arms' endpoints answered to `GET {endpoint}/models`.
+    pub preflight: Option<Report>,
 }
 
 /// Something [`decide`] must know before it can decide.
@@ -66,6 +72,8 @@ pub enum Need {
     Tally(TallySpec),
     /// Both arms' token counts over this range (asked only with a token budget or pricing).
     Tokens(StdDuration),
+    /// Both arms' endpoints asked for their model list, with their credentials.
+    Preflight,
 }
 
 /// Either a request for more observations or the decision.
@@ -158,6 +166,10 @@ pub enum EventReason {
     BudgetExceeded,
     /// The canary is back within its token budget.
     WithinBudget,
+    /// An arm's endpoint failed the preflight, or failed it for another reason than before.
+    PreflightFailed,
+    /// A failing preflight passed: traffic may move.
+    PreflightPassed,
 }
 
 impl EventReason {
@@ -181,6 +193,8 @@ impl EventReason {
             EventReason::RequestIgnored => "RequestIgnored",
             EventReason::BudgetExceeded => "BudgetExceeded",
             EventReason::WithinBudget => "WithinBudget",
+            EventReason::PreflightFailed => "PreflightFailed",
+            EventReason::PreflightPassed => "PreflightPassed",
         }
     }
 }
@@ -219,6 +233,8 @@ struct Walk<'a> {
     write_routing: bool,
     /// Why the rollout holds its weight, for phase `Paused` (None: not paused).
     pause_reason: Option<(Reason, String)>,
+    /// Why a pending rollout waits at weight 0: its preflight failed (reason, message).
+    preflight_failed: Option<(Reason, String)>,
 }
 
 /// Where analysis left the walk.
@@ -244,6 +260,7 @@ impl<'a> Walk<'a> {
             requeue: None,
             write_routing: true,
             pause_reason: None,
+            preflight_failed: None,
         }
     }
 
@@ -266,6 +283,10 @@ impl<'a> Walk<'a> {
             return Ok(());
         }
         self.spec_paused();
+        if self.phase() == Phase::Pending && !self.preflight()? {
+            // Weight 0 is still written: the proxies serve the alias from stable meanwhile.
+            return Ok(());
+        }
         if !self.routing_applied()? {
             return Ok(());
         }
@@ -306,8 +327,20 @@ impl<'a> Walk<'a> {
             }
         }
         if phase == Phase::Pending {
-            let message = "waiting for the proxies to load the rollout at weight 0%";
-            self.condition(ConditionType::Progressing, true, Reason::RolloutStarted, message);
+            match self.preflight_failed.clone() {
+                Some((reason, message)) => {
+                    self.condition(ConditionType::Progressing, false, reason, &message);
+                }
+                None => {
+                    let message = "waiting for the proxies to load the rollout at weight 0%";
+                    self.condition(
+                        ConditionType::Progressing,
+                        true,
+                        Reason::RolloutStarted,
+                        message,
+                    );
+                }
+            }
         }
         if !self.condition_true(ConditionType::InvalidSpec) {
             let applied = self.condition_true(ConditionType::RoutingApplied);
@@ -407,12 +440,15 @@ impl<'a> Walk<'a> {
         self.status.last_analysis = None;
         self.status.history.clear();
         self.status.sequential = None;
+        self.status.preflight = None;
         self.set_weight(0);
         let message = "the rollout starts from its first step";
         self.condition(ConditionType::Promoted, false, Reason::RolloutStarted, message);
         self.condition(ConditionType::RolledBack, false, Reason::RolloutStarted, message);
         self.status.conditions.retain(|c| c.type_ != ConditionType::AnalysisHealthy.as_str());
         self.status.conditions.retain(|c| c.type_ != ConditionType::WithinBudget.as_str());
+        let message = "the arms' endpoints are checked before the first weight above 0%";
+        self.condition_unknown(ConditionType::PreflightPassed, Reason::PreflightPending, message);
     }
 
     // --- 3. manual requests ---
@@ -453,7 +489,15 @@ impl<'a> Walk<'a> {
             }
         }
         if let Some(value) = retry {
-            if matches!(self.phase(), Phase::RolledBack | Phase::Failed) {
+            let preflight_failing = self.phase() == Phase::Pending
+                && self.find(ConditionType::PreflightPassed).is_some_and(|c| c.status == "False");
+            if preflight_failing {
+                let note = format!("retry requested ({value}): checking the endpoints again now");
+                self.event(EventType::Normal, EventReason::ManualRetry, note);
+                if let Some(state) = &mut self.status.preflight {
+                    state.failures = 0;
+                }
+            } else if matches!(self.phase(), Phase::RolledBack | Phase::Failed) {
                 let note =
                     format!("retry requested ({value}): starting over from step 1 at weight 0%");
                 self.event(EventType::Normal, EventReason::ManualRetry, note);
@@ -519,7 +563,64 @@ impl<'a> Walk<'a> {
         }
     }
 
-    // --- 4. the proxies ---
+    // --- 4. preflight, then the proxies ---
+
+    /// True once both arms' endpoints passed the preflight for this start of the rollout;
+    /// asks for a check when one is due, else waits for it (with backoff after failures).
+    fn preflight(&mut self) -> Flow<bool> {
+        if self.condition_true(ConditionType::PreflightPassed) {
+            return Ok(true);
+        }
+        let failures = self.status.preflight.as_ref().map_or(0, |p| p.failures);
+        let last = self.find(ConditionType::PreflightPassed).filter(|c| c.status == "False");
+        if let (Some(state), Some(last)) = (&self.status.preflight, last)
+            && failures > 0
+        {
+            let due = add(state.checked_at.0, preflight::backoff(failures.unsigned_abs()));
+            if due > self.now {
+                let reason = last.reason.parse().unwrap_or(Reason::PreflightPending);
+                self.preflight_failed = Some((reason, last.message.clone()));
+                self.wait_for_preflight(due);
+                return Ok(false);
+            }
+        }
+        let Some(report) = &self.observed.preflight else {
+            return Err(Need::Preflight);
+        };
+        let verdict = preflight::verdict(report);
+        let before = self.find(ConditionType::PreflightPassed).map(|c| c.reason.clone());
+        let failures = if verdict.passed { 0 } else { failures.saturating_add(1) };
+        self.status.preflight = Some(PreflightState { checked_at: Time(self.now), failures });
+        if verdict.passed {
+            if before.as_deref().is_some_and(|r| r != Reason::PreflightPending.as_str()) {
+                let note = format!("preflight passed: {}", verdict.message);
+                self.event(EventType::Normal, EventReason::PreflightPassed, note);
+            }
+            self.condition(ConditionType::PreflightPassed, true, verdict.reason, &verdict.message);
+            return Ok(true);
+        }
+        if before.as_deref() != Some(verdict.reason.as_str()) {
+            let note = format!("preflight failed, traffic stays on stable: {}", verdict.message);
+            self.event(EventType::Warning, EventReason::PreflightFailed, note);
+        }
+        let wait = preflight::backoff(failures.unsigned_abs());
+        let message = format!(
+            "{}; checking again in {}",
+            verdict.message,
+            modelrollout_api::Duration::from(wait)
+        );
+        self.condition(ConditionType::PreflightPassed, false, verdict.reason, &message);
+        self.preflight_failed = Some((verdict.reason, message));
+        self.wait_for_preflight(add(self.now, wait));
+        Ok(false)
+    }
+
+    /// The next look is the next preflight check: nothing else can move before it (the
+    /// proxies' report at 0 % is only needed once traffic may move).
+    fn wait_for_preflight(&mut self, due: Timestamp) {
+        self.requeue = None;
+        self.requeue_at(due);
+    }
 
     /// True once every proxy reports the current weight (asks for the proxy weights until then).
     fn routing_applied(&mut self) -> Flow<bool> {
@@ -1060,7 +1161,10 @@ impl<'a> Walk<'a> {
     fn summary(&self) -> String {
         let phase = self.phase();
         let mut text = match phase {
-            Phase::Pending => "waiting for the proxies to load the rollout at 0%".to_owned(),
+            Phase::Pending => match &self.preflight_failed {
+                Some((_, why)) => format!("waiting at 0%, preflight failed: {why}"),
+                None => "waiting for the proxies to load the rollout at 0%".to_owned(),
+            },
             Phase::Promoted => format!("promoted: {} serves 100%", self.rollout.spec.canary.model),
             Phase::RolledBack => {
                 let why = self.condition_message(ConditionType::RolledBack).unwrap_or_default();

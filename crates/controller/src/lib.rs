@@ -3,6 +3,7 @@
 //!
 //! - [`decision`]: the pure decision core (spec, status, observations, now → next status);
 //! - [`judge`]: one analysis against the limits;
+//! - [`preflight`]: each arm's endpoint checked before any traffic moves;
 //! - [`reconcile`]: gathers what the core asks for and carries out its decision;
 //! - [`routing`], [`events`], [`status`]: the writes, each idempotent;
 //! - [`leader`]: one active replica at a time through a Lease;
@@ -16,6 +17,7 @@ pub mod guards;
 pub mod judge;
 pub mod leader;
 pub mod metrics;
+pub mod preflight;
 pub mod reconcile;
 pub mod routing;
 pub mod sequential;

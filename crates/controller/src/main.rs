@@ -11,6 +11,7 @@ use modelrollout_analysis::PrometheusSource;
 use modelrollout_controller::config::{Config, LogFormat};
 use modelrollout_controller::leader::{LeaderElector, LeaseSettings};
 use modelrollout_controller::metrics::Metrics;
+use modelrollout_controller::preflight::Prober;
 use modelrollout_controller::reconcile::{self, Context};
 use modelrollout_controller::server::{self, Health};
 use tokio::sync::watch;
@@ -112,6 +113,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         instance: identity,
         written: Default::default(),
         default_prometheus: config.prometheus_address.clone(),
+        preflight: Prober::new(config.preflight_timeout).map_err(anyhow::Error::msg)?,
     });
     let mut shutdown = stop_rx.clone();
     reconcile::run(context, config.namespace.as_deref(), config.concurrency, async move {

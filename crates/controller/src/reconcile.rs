@@ -39,6 +39,8 @@ pub struct Context<M> {
     pub written: routing::Written,
     /// Prometheus for rollouts that name none (`--prometheus-address`).
     pub default_prometheus: Option<String>,
+    /// Asks the arms' endpoints for their model lists before traffic moves.
+    pub preflight: crate::preflight::Prober,
 }
 
 impl<M> std::fmt::Debug for Context<M> {
@@ -258,6 +260,17 @@ async fn decide_with_observations<M: MetricsSource>(
                 watch.exclude(started.elapsed());
                 context.metrics.analysed(started, result.as_ref().err().map(|e| e.metric_label()));
                 observed.tally = Some(result.map_err(|e| e.to_string()));
+            }
+            Outcome::Need(Need::Preflight) => {
+                if observed.preflight.is_some() {
+                    return Err(Error::Loop { rollout: object(), need: "preflight" });
+                }
+                // The endpoints' time is theirs, like Prometheus': not counted as the
+                // controller's.
+                let started = Instant::now();
+                let report = context.preflight.check(&context.client, rollout).await;
+                watch.exclude(started.elapsed());
+                observed.preflight = Some(report);
             }
             Outcome::Need(Need::Tokens(range)) => {
                 if observed.tokens.is_some() {

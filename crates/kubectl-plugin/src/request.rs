@@ -5,8 +5,8 @@
 use jiff::{Timestamp, Unit};
 use kube::ResourceExt;
 use modelrollout_api::{
-    ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY, ModelRollout,
-    Phase,
+    ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL, ANNOTATION_RETRY, ConditionType,
+    ModelRollout, Phase,
 };
 use serde_json::{Value, json};
 
@@ -162,11 +162,22 @@ pub fn plan(
         }
         Request::Retry => match phase {
             Phase::RolledBack | Phase::Failed => annotate(ANNOTATION_RETRY),
+            // A failed preflight waits for its next check: retry makes it now.
+            Phase::Pending if preflight_failed(rollout) => annotate(ANNOTATION_RETRY),
             _ => refuse(format!(
-                "retry only restarts a RolledBack or Failed rollout; follow this one with `kubectl modelrollout status {name} --watch`"
+                "retry only restarts a RolledBack or Failed rollout, or checks a failed preflight again; follow this one with `kubectl modelrollout status {name} --watch`"
             )),
         },
     }
+}
+
+/// True when the rollout waits at 0 % because an arm's endpoint failed the preflight.
+fn preflight_failed(rollout: &ModelRollout) -> bool {
+    rollout
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .any(|c| c.type_ == ConditionType::PreflightPassed.as_str() && c.status == "False")
 }
 
 /// Requests written as annotations that the controller has not recorded as handled yet, as
@@ -202,6 +213,7 @@ pub fn settled(rollout: &ModelRollout) -> bool {
 mod tests {
     use super::*;
     use crate::fixtures::{rollout, with_phase};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
     use modelrollout_api::rollout::HandledAnnotations;
 
     fn now() -> Timestamp {
@@ -239,11 +251,31 @@ mod tests {
             (Request::Retry, Failed, true),
             (Request::Retry, Progressing, false),
             (Request::Retry, Promoted, false),
+            (Request::Retry, Pending, false),
         ];
         for &(request, phase, allowed) in table {
             let result = plan(request, &with_phase(rollout(), phase), "alice", now());
             assert_eq!(result.is_ok(), allowed, "{request:?} in {phase}: {result:?}");
         }
+    }
+
+    /// A rollout held at 0 % by a failed preflight may be told to check again now.
+    #[test]
+    fn retry_checks_a_failed_preflight_again() {
+        let mut pending = with_phase(rollout(), Phase::Pending);
+        pending.status.get_or_insert_default().conditions.push(Condition {
+            type_: "PreflightPassed".into(),
+            status: "False".into(),
+            reason: "Unauthorized".into(),
+            message: "canary endpoint answered 401".into(),
+            last_transition_time: Time(now()),
+            observed_generation: None,
+        });
+        let change = plan(Request::Retry, &pending, "alice", now()).unwrap();
+        assert_eq!(
+            change.merge_patch(),
+            json!({"metadata": {"annotations": {"rollouts.modelops.io/retry": "2026-11-27T10:00:00.123Z by alice"}}})
+        );
     }
 
     /// The refusal messages say what the rollout is, why, and which command helps.
@@ -264,7 +296,7 @@ mod tests {
         );
         assert_eq!(
             refusal(Request::Retry, &with_phase(rollout(), Phase::Progressing)),
-            "rollout chat-assistant is Progressing: retry only restarts a RolledBack or Failed rollout; follow this one with `kubectl modelrollout status chat-assistant --watch`"
+            "rollout chat-assistant is Progressing: retry only restarts a RolledBack or Failed rollout, or checks a failed preflight again; follow this one with `kubectl modelrollout status chat-assistant --watch`"
         );
         assert_eq!(
             refusal(Request::Abort, &rolled_back),

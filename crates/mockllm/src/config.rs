@@ -44,6 +44,13 @@ pub struct MockConfig {
     pub abort_rate: f64,
     /// Seed for the random choices (jitter, errors, aborts), for deterministic tests.
     pub seed: Option<u64>,
+    /// What `GET /v1/models` lists; `None` lists `model` (or `mockllm`). For a preflight that
+    /// does not find its model.
+    pub listed_models: Option<Vec<String>>,
+    /// When set, every API request must carry `Authorization: Bearer <apiKey>` or is answered
+    /// 401 `invalid_api_key`. Write-only: never shown by `GET /control/config`.
+    #[serde(skip_serializing)]
+    pub api_key: Option<String>,
 }
 
 impl Default for MockConfig {
@@ -62,6 +69,8 @@ impl Default for MockConfig {
             completion_tokens: 20,
             abort_rate: 0.0,
             seed: None,
+            listed_models: None,
+            api_key: None,
         }
     }
 }

@@ -58,6 +58,12 @@ struct Args {
     /// Seed for the random knobs, for reproducible runs.
     #[arg(long, env = "MOCKLLM_SEED")]
     seed: Option<u64>,
+    /// Model names GET /v1/models lists, comma-separated (default: --model, or mockllm).
+    #[arg(long, env = "MOCKLLM_LISTED_MODELS", value_delimiter = ',')]
+    listed_models: Option<Vec<String>>,
+    /// API key every request must send as "Authorization: Bearer <key>" (else 401).
+    #[arg(long, env = "MOCKLLM_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Keep the last N requests for GET /control/requests (0 keeps none, as benchmarks want).
     #[arg(long, env = "MOCKLLM_RECORD_LIMIT", default_value_t = 1000)]
     record_limit: usize,
@@ -82,6 +88,8 @@ impl Args {
             completion_tokens: self.completion_tokens,
             abort_rate: self.abort_rate,
             seed: self.seed,
+            listed_models: self.listed_models.clone(),
+            api_key: self.api_key.clone(),
         }
     }
 }

@@ -309,13 +309,29 @@ async fn handle(
     if let Some(control) = path.strip_prefix("/control/") {
         return Ok(handle_control(&state, &parts.method, control, &body));
     }
+    let config = state.config();
+    let refused = config.api_key.as_deref().and_then(|key| refuse_key(key, &parts.headers));
     state.record(RecordedRequest {
         method: parts.method.to_string(),
         path: parts.uri.path_and_query().map_or(path.clone(), |pq| pq.as_str().to_owned()),
         headers: parts.headers,
         body: body.clone(),
     });
-    Ok(handle_api(&state, &parts.method, &path, &body).await)
+    if let Some(refused) = refused {
+        return Ok(refused);
+    }
+    Ok(handle_api(&state, config, &parts.method, &path, &body).await)
+}
+
+/// The 401 an OpenAI-style API gives a request without `Authorization: Bearer <key>`.
+fn refuse_key(key: &str, headers: &HeaderMap) -> Option<Response<MockBody>> {
+    let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let message = match sent.and_then(|v| v.strip_prefix("Bearer ")) {
+        Some(sent) if sent == key => return None,
+        Some(_) => "Incorrect API key provided.",
+        None => "You didn't provide an API key: send Authorization: Bearer <key>.",
+    };
+    Some(error_response(StatusCode::UNAUTHORIZED, message, Some("invalid_api_key")))
 }
 
 /// The API endpoints the mock serves, by method and path.
@@ -372,6 +388,7 @@ fn endpoint(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
 
 async fn handle_api(
     state: &State,
+    config: MockConfig,
     method: &Method,
     path: &str,
     body: &Bytes,
@@ -384,7 +401,6 @@ async fn handle_api(
         Ok(api_request) => api_request,
         Err(message) => return error_response(StatusCode::BAD_REQUEST, &message, None),
     };
-    let config = state.config();
     let listed_model = config.model.clone().unwrap_or_else(|| DEFAULT_MODEL_NAME.to_owned());
     let model = match (&config.model, &api_request.model, endpoint) {
         (Some(model), _, _) | (None, Some(model), _) => model.clone(),
@@ -434,7 +450,10 @@ async fn handle_api(
             api_request.embedding_inputs.max(1),
             api_request.dimensions.unwrap_or(openai::DEFAULT_EMBEDDING_DIMENSIONS),
         ),
-        Endpoint::Models => openai::models_list(&[listed_model], answer.created),
+        Endpoint::Models => match &config.listed_models {
+            Some(listed) => openai::models_list(listed, answer.created),
+            None => openai::models_list(&[listed_model], answer.created),
+        },
         Endpoint::Model => {
             let id = path.trim_end_matches('/').trim_start_matches("/v1/models/");
             if id != listed_model {
@@ -540,11 +559,21 @@ fn handle_control(state: &State, method: &Method, path: &str, body: &Bytes) -> R
         (&Method::PATCH, "config") => {
             let merged = match serde_json::from_slice::<Value>(body) {
                 Ok(Value::Object(changes)) => {
-                    let mut current = config_json(&state.config());
+                    let before = state.config();
+                    // The key is write-only (not in the JSON): keep it unless the patch sets it.
+                    let keep_key =
+                        (!changes.contains_key("apiKey")).then(|| before.api_key.clone());
+                    let mut current = config_json(&before);
                     for (key, value) in changes {
                         current[key] = value;
                     }
                     serde_path_to_error::deserialize::<_, MockConfig>(current)
+                        .map(|mut config| {
+                            if let Some(key) = keep_key {
+                                config.api_key = key;
+                            }
+                            config
+                        })
                         .map_err(|error| format!("the merged config is invalid: {error}"))
                 }
                 Ok(_) => Err("the body must be a JSON object of the fields to change".to_owned()),

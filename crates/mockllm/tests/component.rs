@@ -470,3 +470,37 @@ async fn serves_http2_prior_knowledge() {
     let (status, _, body) = json_body(response).await;
     assert_eq!((status, &body["model"]), (StatusCode::OK, &json!("h2")));
 }
+
+/// `apiKey` refuses requests without that bearer key (401 `invalid_api_key`), is never shown by
+/// `GET /control/config` and survives a PATCH of other knobs; `listedModels` is what
+/// `GET /v1/models` lists. The knobs a preflight test needs.
+#[tokio::test]
+async fn api_key_and_listed_models() {
+    let server = start(MockConfig {
+        api_key: Some("sk-test".into()),
+        listed_models: Some(vec!["claude-sonnet-4-5".into(), "claude-opus-4".into()]),
+        ..MockConfig::default()
+    })
+    .await;
+    let addr = server.addr();
+    let (status, _, models) = json_body(send(addr, Method::GET, "/v1/models", None).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&str> =
+        models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["claude-sonnet-4-5", "claude-opus-4"]);
+
+    server.set_config(MockConfig { api_key: Some("sk-other".into()), ..server.config() });
+    let (status, _, error) = json_body(post(addr, "/v1/chat/completions", chat("m")).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error["error"]["code"], "invalid_api_key");
+    assert_eq!(error["error"]["message"], "Incorrect API key provided.");
+
+    let (_, _, shown) = json_body(send(addr, Method::GET, "/control/config", None).await).await;
+    assert!(shown.get("apiKey").is_none(), "the key is write-only: {shown}");
+    let patch = Some(json!({"errorRate": 0}));
+    let (status, _, _) = json_body(send(addr, Method::PATCH, "/control/config", patch).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(server.config().api_key.as_deref(), Some("sk-other"));
+    let (status, _, _) = json_body(send(addr, Method::GET, "/v1/models", None).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

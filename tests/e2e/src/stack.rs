@@ -379,21 +379,35 @@ pub struct Proxy {
     pub api: SocketAddr,
     /// `/metrics`, `/admin/status`.
     pub admin: SocketAddr,
+    /// Where the proxy reads upstream keys (`--credentials-dir`).
+    pub credentials_dir: PathBuf,
 }
 
 impl Proxy {
     fn start(dir: &Path, kubeconfig: &Path, namespace: &str) -> Result<Proxy, BoxError> {
         let api = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
         let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        std::fs::create_dir_all(dir.join("credentials"))?;
         let mut command = Command::new(binary("modelrollout-proxy")?);
         command
             .args(["--listen", &api.to_string(), "--admin-listen", &admin.to_string()])
             .args(["--configmap", &format!("{namespace}/{CONFIG_MAP}")])
             .arg("--kubeconfig")
             .arg(kubeconfig)
+            .arg("--credentials-dir")
+            .arg(dir.join("credentials"))
             .args(["--worker-threads", "1"]);
         let process = Supervised::spawn("proxy", &command, &dir.join("proxy.log"))?;
-        Ok(Proxy { process, api, admin })
+        Ok(Proxy { process, api, admin, credentials_dir: dir.join("credentials") })
+    }
+
+    /// Writes the file the proxy reads for credential `<secret>/<key>`, as a mounted Secret
+    /// volume would hold it.
+    pub fn write_credential(&self, secret: &str, key: &str, value: &str) -> Result<(), BoxError> {
+        let dir = self.credentials_dir.join(secret);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(key), value)?;
+        Ok(())
     }
 
     /// The canary weight the proxy reports for a rollout (`gray_release_canary_weight`).

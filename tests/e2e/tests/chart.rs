@@ -220,7 +220,10 @@ fn check_rbac(cluster: &TestCluster, ns: &str, controller: &str) -> Result<()> {
         !can(&subject, "delete", "modelrollouts.rollouts.modelops.io")?,
         "controller may delete rollouts"
     );
-    ensure!(!can(&subject, "get", "secrets")?, "controller may read Secrets");
+    // The preflight reads an arm's Secret by name, and may not enumerate or change Secrets.
+    ensure!(can(&subject, "get", "secrets")?, "controller cannot read an arm's Secret");
+    ensure!(!can(&subject, "list", "secrets")?, "controller may list Secrets");
+    ensure!(!can(&subject, "update", "secrets")?, "controller may change Secrets");
     ensure!(
         can(&gateway, "watch", &format!("configmap/{ROUTER}"))?,
         "gateway cannot watch {ROUTER}"
@@ -233,10 +236,7 @@ fn check_rbac(cluster: &TestCluster, ns: &str, controller: &str) -> Result<()> {
         !output.status.success() && stderr.contains("forbidden"),
         "listing Secrets as the controller: {stderr}"
     );
-    progress(&format!(
-        "RBAC: as the controller, `kubectl get secrets` is refused: {}",
-        stderr.trim()
-    ));
+    progress(&format!("RBAC: as the controller, listing Secrets is refused: {}", stderr.trim()));
     Ok(())
 }
 

@@ -533,8 +533,12 @@ async fn controller_permissions_are_least_privilege() -> Result {
     assert!(can("patch", "modelrollouts.rollouts.modelops.io/status")?);
     assert!(can("patch", "configmaps")?);
     assert!(can("create", "events.events.k8s.io")?);
+    // The preflight reads an arm's Secret by name; it may not enumerate or change Secrets.
+    assert!(can("get", "secrets")?);
     for (verb, resource) in [
-        ("get", "secrets"),
+        ("list", "secrets"),
+        ("watch", "secrets"),
+        ("update", "secrets"),
         ("delete", "configmaps"),
         ("create", "pods"),
         ("delete", "modelrollouts.rollouts.modelops.io"),

@@ -2,7 +2,9 @@
 //! Prometheus, real proxies and mock model servers: a canary over its token budget steps back
 //! and holds (never rolls back), a canary costing too much per request is rolled back with its
 //! cost ratio in `kubectl get mro -o wide`, a tester's header forces an arm (counted apart),
-//! and a rate-limited canary falls back to stable through the proxy binary.
+//! a rate-limited canary falls back to stable through the proxy binary, and the preflight holds
+//! a rollout at 0% on a refused key (until the Secret is fixed), a misspelt model or an
+//! unreachable endpoint.
 //!
 //! Each scenario has its own namespace (or none), proxy, model servers and controller; they
 //! share one cluster and one Prometheus, and run concurrently.
@@ -265,5 +267,131 @@ async fn rate_limited_canary_falls_back_to_stable() -> Result {
     let served = [("is_canary", "false"), ("reason", "ok")];
     assert_eq!(sample(&metrics, "gray_release_requests_total", &served), 1.0);
     report(format_args!("[fallback] canary 429 ×2 → answered by stable, counted rate_limited"));
+    Ok(())
+}
+
+/// e. Preflight: a canary whose Secret holds a key its endpoint refuses stays Pending at 0%
+/// with PreflightPassed=False/Unauthorized (the endpoint and the Secret key named, never the
+/// value) and a Warning Event; once the Secret is fixed the rollout goes on by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_key_holds_at_zero_until_the_secret_is_fixed() -> Result {
+    let world = World::new("preflight-key").await?;
+    let right = "sk-preflight-right-4417";
+    let wrong = "sk-preflight-wrong-9021";
+    world.canary.set_config(MockConfig {
+        api_key: Some(right.into()),
+        ..mock("claude-sonnet-4.5", 10, 20)
+    });
+    world.proxy.write_credential("relay", "api-key", right)?;
+    let secret = |value: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "relay"},
+               "stringData": {"api-key": value}})
+    };
+    world.apply(&secret(wrong))?;
+    let controller = world.controller("controller", &["--leader-elect=false"])?;
+    let load = Load::start(&world.proxy, 20);
+    let mut rollout =
+        world.rollout("chat", json!([{"setWeight": 50}, {"pause": {}}]), &world.prometheus);
+    rollout["spec"]["canary"]["credentialsSecretRef"] = json!({"name": "relay", "key": "api-key"});
+    world.apply(&rollout)?;
+
+    let held = world
+        .wait_rollout("chat", "PreflightPassed=False", ROLLOUT_TIMEOUT, |r| {
+            condition(r, "PreflightPassed").is_some_and(|c| c["status"] == "False")
+        })
+        .await
+        .map_err(|e| format!("{e}\n{}", controller.log_tail(30)))?;
+    let failed = condition(&held, "PreflightPassed").ok_or("no PreflightPassed condition")?;
+    assert_eq!(failed["reason"], "Unauthorized", "{failed}");
+    let message = failed["message"].as_str().unwrap_or_default();
+    let expected = format!(
+        "canary endpoint {} answered 401 with credential relay/api-key: the key is missing, \
+         revoked or for another account",
+        world.canary.base_url()
+    );
+    assert!(message.starts_with(&expected), "{message}");
+    assert_eq!((phase(&held), weight(&held)), ("Pending", 0), "{}", held["status"]);
+    let described = world.namespace.kubectl_ok(["describe", "modelrollout", "chat"])?;
+    assert!(
+        described.contains("PreflightFailed") && described.contains("Unauthorized"),
+        "{described}"
+    );
+    assert!(!described.contains(wrong) && !held.to_string().contains(wrong), "the key leaked");
+    assert!(!controller.log_tail(400).contains(wrong), "the key is in the controller's log");
+    let table = world.namespace.kubectl_ok(["get", "modelrollout", "chat"])?;
+    assert!(table.contains("Pending"), "{table}");
+    report(format_args!("[preflight-key] held: {message}"));
+
+    world.apply(&secret(right))?;
+    let fixed_at = Instant::now();
+    let moved = world
+        .wait_rollout("chat", "the first step after the fix", ROLLOUT_TIMEOUT, |r| {
+            condition_true(r, "PreflightPassed")
+                && weight(r) == 50
+                && condition_true(r, "RoutingApplied")
+        })
+        .await
+        .map_err(|e| format!("{e}\n{}", controller.log_tail(30)))?;
+    report(format_args!(
+        "[preflight-key] Secret fixed -> 50% canary in {:.1}s (retry backoff 5s, 10s, ...)",
+        fixed_at.elapsed().as_secs_f64()
+    ));
+    assert_eq!(
+        condition(&moved, "PreflightPassed").map(|c| c["reason"].clone()),
+        Some(json!("EndpointsReady"))
+    );
+    let reasons: Vec<String> =
+        world.events("chat")?.into_iter().map(|(reason, _)| reason).collect();
+    let failed_at =
+        reasons.iter().position(|r| r == "PreflightFailed").ok_or("no PreflightFailed Event")?;
+    let passed_at =
+        reasons.iter().position(|r| r == "PreflightPassed").ok_or("no PreflightPassed Event")?;
+    assert!(failed_at < passed_at, "{reasons:?}");
+    // The proxy sends the key from its credential file: the canary answers.
+    let (status, track, _) = chat_with(world.proxy.api, &[("X-Session-ID", "after-fix")]).await?;
+    assert_eq!(status, 200, "through the proxy ({track})");
+    load.stop().await;
+    Ok(())
+}
+
+/// f. Preflight: a misspelt canary model is named with what the endpoint serves and the
+/// closest name; an unreachable stable endpoint is named with its cause; nothing moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misspelt_model_and_an_unreachable_endpoint_are_named() -> Result {
+    let world = World::new("preflight-model").await?;
+    world.canary.set_config(MockConfig {
+        listed_models: Some(vec!["claude-opus-4-1".into(), "claude-sonnet-4-5".into()]),
+        ..mock("claude-sonnet-4-5", 10, 20)
+    });
+    let controller = world.controller("controller", &["--leader-elect=false"])?;
+    let closed = format!("http://127.0.0.1:{}/v1", free_port());
+    let mut rollout = world.rollout("chat", json!([{"setWeight": 50}]), &world.prometheus);
+    rollout["spec"]["stable"]["endpoint"] = json!(closed);
+    world.apply(&rollout)?;
+    let held = world
+        .wait_rollout("chat", "PreflightPassed=False", ROLLOUT_TIMEOUT, |r| {
+            condition(r, "PreflightPassed").is_some_and(|c| c["status"] == "False")
+        })
+        .await
+        .map_err(|e| format!("{e}\n{}", controller.log_tail(30)))?;
+    let failed = condition(&held, "PreflightPassed").ok_or("no PreflightPassed condition")?;
+    assert_eq!(failed["reason"], "ModelNotFound", "{failed}");
+    let message = failed["message"].as_str().unwrap_or_default();
+    let expected = format!(
+        "canary endpoint {} does not serve claude-sonnet-4.5 (it lists claude-opus-4-1, \
+         claude-sonnet-4-5): did you mean claude-sonnet-4-5?; stable endpoint {closed} is \
+         unreachable: ",
+        world.canary.base_url()
+    );
+    assert!(message.starts_with(&expected), "{message}");
+    assert_eq!((phase(&held), weight(&held)), ("Pending", 0), "{}", held["status"]);
+    let notes: Vec<(String, String)> = world.events("chat")?;
+    assert!(
+        notes
+            .iter()
+            .any(|(reason, note)| reason == "PreflightFailed" && note.contains("did you mean")),
+        "{notes:?}"
+    );
+    report(format_args!("[preflight-model] held: {message}"));
     Ok(())
 }

@@ -10,6 +10,7 @@ use modelrollout_analysis::{
 use modelrollout_api::{ConditionType, ModelRollout, Phase, Reason, Verdict};
 
 use super::*;
+use crate::preflight::{Answer, Arm, ArmCheck};
 
 const ROLLOUT: &str = r#"
 apiVersion: rollouts.modelops.io/v1alpha1
@@ -79,6 +80,28 @@ fn measured(canary: ArmSample, stable: ArmSample) -> Measurements {
     Measurements { canary, stable, custom: Vec::new(), range: StdDuration::from_secs(10) }
 }
 
+/// The preflight's report with these answers from the canary and stable endpoints.
+fn preflight_answers(canary: Answer, stable: Answer) -> crate::preflight::Report {
+    let check = |arm, endpoint: &str, model: &str, credential: Option<&str>, answer| ArmCheck {
+        arm,
+        endpoint: endpoint.into(),
+        model: model.into(),
+        credential: credential.map(Into::into),
+        passes_caller_key: false,
+        answer,
+    };
+    crate::preflight::Report {
+        canary: check(
+            Arm::Canary,
+            "http://canary.ai:8080/v1",
+            "claude-sonnet-4.5",
+            Some("relay/api-key"),
+            canary,
+        ),
+        stable: check(Arm::Stable, "http://stable.ai:8080/v1", "gpt-4.1", None, stable),
+    }
+}
+
 /// Drives [`decide`] like the reconciler does, keeping the status between calls.
 struct Harness {
     rollout: ModelRollout,
@@ -99,6 +122,10 @@ struct Harness {
     tallies: Vec<TallySpec>,
     /// What Prometheus answers for token counts (token budget, pricing).
     tokens: Result<modelrollout_analysis::TokenSample, String>,
+    /// What the arms' endpoints answer to the preflight (default: both serve their model).
+    preflight: crate::preflight::Report,
+    /// How many preflight checks were made.
+    preflights: usize,
     last: Option<Decision>,
 }
 
@@ -115,6 +142,11 @@ impl Harness {
             tally_rates: Ok(tally_rates(0.01, 0.01)),
             tallies: Vec::new(),
             tokens: Ok(modelrollout_analysis::TokenSample::default()),
+            preflight: preflight_answers(
+                Answer::Models(vec!["claude-sonnet-4.5".into()]),
+                Answer::Models(vec!["gpt-4.1".into()]),
+            ),
+            preflights: 0,
             last: None,
         }
     }
@@ -172,6 +204,11 @@ impl Harness {
                 Outcome::Need(Need::Tokens(_)) => {
                     assert!(observed.tokens.is_none(), "asked twice for token counts");
                     observed.tokens = Some(self.tokens.clone());
+                }
+                Outcome::Need(Need::Preflight) => {
+                    assert!(observed.preflight.is_none(), "asked twice for a preflight");
+                    self.preflights += 1;
+                    observed.preflight = Some(self.preflight.clone());
                 }
             }
         };
@@ -732,6 +769,7 @@ fn the_same_status_gives_the_same_decision() {
             measurements: Some(Ok(healthy())),
             tally: None,
             tokens: None,
+            preflight: None,
         },
     );
     let again = decide(
@@ -742,6 +780,7 @@ fn the_same_status_gives_the_same_decision() {
             measurements: Some(Ok(healthy())),
             tally: None,
             tokens: None,
+            preflight: None,
         },
     );
     match (first, again) {
@@ -905,3 +944,4 @@ fn sequential_tally_error_pauses() {
 }
 
 mod guards;
+mod preflight_checks;

@@ -5,11 +5,13 @@
 //!    proxy's `gray_release_canary_weight` is polled every 5 ms until it shows the new weight.
 //! 2. N rollouts (default 10 000, `BENCH_ROLLOUTS`) on the local API server, 100 per ConfigMap,
 //!    analysis pointed at a closed port so Prometheus answers at once (reconcile time is measured
-//!    without Prometheus anyway): the time until every rollout has a status, the controller's
+//!    without Prometheus anyway), both arms at one in-process mock model server so each
+//!    preflight passes at once: the time until every rollout has a status, the controller's
 //!    RSS, and its reconcile duration p50/p99 from its own histogram, both for the start (every
 //!    rollout new) and for the following minute (the looks the rollouts ask for themselves).
 
 use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,7 @@ use modelrollout_api::ModelRollout;
 use modelrollout_e2e::cluster_with_crd;
 use modelrollout_e2e::process::Supervised;
 use modelrollout_e2e::stack::{BoxError, binary, free_port, get_text};
+use modelrollout_mockllm::{MockConfig, MockServer, ServerOptions};
 use serde_json::json;
 
 #[tokio::main]
@@ -101,17 +104,27 @@ async fn main() -> Result<(), BoxError> {
     let namespace = cluster.namespace()?;
     let ns = namespace.name().to_owned();
     let rollouts: Api<ModelRollout> = Api::namespaced(client.clone(), &ns);
+    // One mock model server for every arm, listing both models: each new rollout's preflight
+    // (GET /models per arm) passes at once, as with healthy real endpoints.
+    let models = MockServer::start_with(
+        MockConfig { listed_models: Some(vec!["a".into(), "b".into()]), ..MockConfig::default() },
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        ServerOptions { record_limit: Some(0) },
+    )
+    .await?;
+    let endpoint = models.base_url();
     let created = Instant::now();
     futures::stream::iter(0..count)
         .map(|i| {
             let rollouts = rollouts.clone();
+            let endpoint = endpoint.clone();
             async move {
                 let rollout: ModelRollout = serde_json::from_value(json!({
                     "apiVersion": "rollouts.modelops.io/v1alpha1", "kind": "ModelRollout",
                     "metadata": {"name": format!("r{i:05}")},
                     "spec": {"model": format!("alias-{i}"),
-                        "stable": {"model": "a", "endpoint": "http://stable.example:8080/v1"},
-                        "canary": {"model": "b", "endpoint": "http://canary.example:8080/v1"},
+                        "stable": {"model": "a", "endpoint": endpoint},
+                        "canary": {"model": "b", "endpoint": endpoint},
                         "routing": {"configMapRef": {"name": format!("routes-{:02}", i % 100)}},
                         "strategy": {"steps": [{"setWeight": 10}, {"setWeight": 100}]},
                         "analysis": {"prometheus": {"address": "http://127.0.0.1:1"}}}
