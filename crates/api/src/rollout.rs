@@ -125,6 +125,13 @@ macro_rules! http_url_rule {
         json_path = ".status.lastAnalysis.costRatio",
         description = "Canary cost per request over stable's in the last analysis (needs pricing on both arms)",
         priority = 1
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.message",
+        description = "What the rollout is doing or waiting for, e.g. why a preflight failed",
+        priority = 1
     )
 )]
 #[x_kube(
@@ -1205,6 +1212,7 @@ status:
             ("CANARY-ERR", ".status.lastAnalysis.canary.errorRate"),
             ("AGE", ".metadata.creationTimestamp"),
             ("COST-RATIO", ".status.lastAnalysis.costRatio"),
+            ("MESSAGE", ".status.message"),
         ];
         assert_eq!(columns.len(), expected.len());
         for ((name, path), (want_name, want_path)) in columns.iter().zip(expected) {
