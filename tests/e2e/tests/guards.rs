@@ -319,7 +319,11 @@ async fn a_refused_key_holds_at_zero_until_the_secret_is_fixed() -> Result {
     assert!(!described.contains(wrong) && !held.to_string().contains(wrong), "the key leaked");
     assert!(!controller.log_tail(400).contains(wrong), "the key is in the controller's log");
     let table = world.namespace.kubectl_ok(["get", "modelrollout", "chat", "-o", "wide"])?;
-    assert!(table.contains("Pending") && table.contains("waiting at 0%, preflight failed: canary endpoint"), "{table}");
+    assert!(
+        table.contains("Pending")
+            && table.contains("waiting at 0%, preflight failed: canary endpoint"),
+        "{table}"
+    );
     report(format_args!("[preflight-key] held: {message}"));
 
     world.apply(&secret(right))?;
