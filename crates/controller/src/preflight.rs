@@ -70,6 +70,17 @@ pub enum Answer {
     NoCredential(String),
 }
 
+impl Answer {
+    /// No answer, or a server error: worth one more try before it counts.
+    fn is_transient(&self) -> bool {
+        match self {
+            Answer::Unreachable(_) => true,
+            Answer::Status(status) => (500..600).contains(status),
+            _ => false,
+        }
+    }
+}
+
 /// One arm's check: where it asked, with which credential, and the answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArmCheck {
@@ -306,10 +317,12 @@ impl Prober {
         }
     }
 
-    /// `GET {endpoint}/models`, retried once when no answer came at all.
+    /// `GET {endpoint}/models`, retried once when no answer came at all or the answer was a
+    /// 5xx: both are often passing, and one unlucky request should not hold a rollout back for
+    /// a whole backoff period.
     async fn ask(&self, endpoint: &str, key: Option<&str>) -> Answer {
         match self.ask_once(endpoint, key).await {
-            Answer::Unreachable(_) => self.ask_once(endpoint, key).await,
+            answer if answer.is_transient() => self.ask_once(endpoint, key).await,
             answer => answer,
         }
     }
@@ -408,6 +421,24 @@ mod tests {
             credential: Some(credential.into()),
             passes_caller_key: false,
             answer,
+        }
+    }
+
+    /// Only a missing answer or a 5xx is asked again; every other answer is final.
+    #[test]
+    fn transient_answers() {
+        let table = [
+            (Answer::Unreachable("refused".into()), true),
+            (Answer::Status(500), true),
+            (Answer::Status(503), true),
+            (Answer::Status(302), false),
+            (Answer::Refused(401), false),
+            (Answer::RateLimited, false),
+            (Answer::NoModelList(404), false),
+            (Answer::Models(vec![]), false),
+        ];
+        for (answer, transient) in table {
+            assert_eq!(answer.is_transient(), transient, "{answer:?}");
         }
     }
 
