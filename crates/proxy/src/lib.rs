@@ -21,7 +21,7 @@
 //! - [`client`]: the pooled upstream HTTP/TLS client;
 //! - [`headers`]: hop-by-hop removal, which key goes upstream, `Retry-After`;
 //! - [`body`]: response bodies streamed back, frame merging, idle timeout, metrics;
-//! - [`usage`]: token usage read from answers;
+//! - [`usage`]: token usage read from answers (`skim`: the byte-wise walk that finds it);
 //! - [`metrics`]: the `gray_release_*` metric families (a compatibility contract);
 //! - [`error`]: OpenAI-style error responses.
 
@@ -39,6 +39,7 @@ pub mod paths;
 pub mod policy;
 pub mod request;
 pub mod server;
+mod skim;
 pub mod source;
 pub mod split;
 pub mod table;
