@@ -374,15 +374,18 @@ async fn route_by_model(
         Ok(body) => body,
         Err(error) => return error.into_response(),
     };
-    let inspected = match InspectedBody::parse(&body.bytes) {
-        Ok(inspected) => inspected,
-        Err(error) => return error.into_response(),
-    };
     // Hold the route, not the table: a reload during this request swaps the table freely.
-    let route = {
+    let (inspected, route) = {
         let table = state.table.load();
+        let inspected = match InspectedBody::parse(&body.bytes, table.sticky_body_field()) {
+            Ok(inspected) => inspected,
+            Err(error) => return error.into_response(),
+        };
         match table.route(inspected.model()) {
-            Some(route) => Arc::clone(route),
+            Some(route) => {
+                let route = Arc::clone(route);
+                (inspected, route)
+            }
             None => {
                 return ApiError::model_not_found(inspected.model(), &table.aliases())
                     .into_response();

@@ -237,6 +237,8 @@ pub struct RoutingTable {
     by_alias: HashMap<String, Arc<Route>>,
     /// Documents present but not served, with why (for `/admin/status`).
     refused: Vec<Refusal>,
+    /// The sticky body field most routes use, read in the same pass as `model`.
+    sticky_body_field: Option<Arc<str>>,
 }
 
 impl RoutingTable {
@@ -248,6 +250,12 @@ impl RoutingTable {
     /// The route serving `alias`.
     pub fn route(&self, alias: &str) -> Option<&Arc<Route>> {
         self.by_alias.get(alias)
+    }
+
+    /// The sticky body field to read while looking for `model` (see [`InspectedBody::parse`]):
+    /// the one most routes use; a route with another one reads it in a second pass.
+    pub fn sticky_body_field(&self) -> Option<&Arc<str>> {
+        self.sticky_body_field.as_ref()
     }
 
     /// Served aliases, sorted.
@@ -502,8 +510,21 @@ impl TableUpdater {
             }
         }
         metrics.reload_succeeded(generation);
-        (Some(RoutingTable { generation, by_alias, refused }), newly_refused)
+        let sticky_body_field = most_used_body_field(&by_alias);
+        (Some(RoutingTable { generation, by_alias, refused, sticky_body_field }), newly_refused)
     }
+}
+
+/// The sticky body field of most live routes (ties: the name that sorts first).
+fn most_used_body_field(by_alias: &HashMap<String, Arc<Route>>) -> Option<Arc<str>> {
+    let mut uses: BTreeMap<&str, usize> = BTreeMap::new();
+    for route in by_alias.values().filter(|route| !route.retired) {
+        if let Some(field) = route.document.stickiness.body_field.as_deref() {
+            *uses.entry(field).or_default() += 1;
+        }
+    }
+    // max_by_key keeps the last maximum: iterate in reverse so the first name wins a tie.
+    uses.into_iter().rev().max_by_key(|(_, count)| *count).map(|(field, _)| Arc::from(field))
 }
 
 /// The pure merge: which route serves each alias, and which keys are refused and why.
@@ -738,6 +759,34 @@ mod tests {
         assert_eq!(refusals[0].key, "y.json");
     }
 
+    /// The table names the sticky body field most live routes use (ties: the first name).
+    #[test]
+    fn most_used_sticky_body_field() {
+        let with_field = |rollout: &str, alias: &str, field: &str| {
+            let text = String::from_utf8(doc(rollout, alias, 50).to_vec()).unwrap();
+            Bytes::from(text.replace(r#""bodyField":"user""#, &format!(r#""bodyField":"{field}""#)))
+        };
+        let table: [(&[(&str, &str)], Option<&str>); 4] = [
+            (&[], None),
+            (&[("a", "user")], Some("user")),
+            (&[("a", "user"), ("b", "session"), ("c", "session")], Some("session")),
+            (&[("a", "zeta"), ("b", "alpha")], Some("alpha")),
+        ];
+        for (routes, expected) in table {
+            let mut h = Harness::new();
+            let entries: Vec<(String, Bytes)> = routes
+                .iter()
+                .map(|(rollout, field)| {
+                    (format!("{rollout}.json"), with_field(rollout, &format!("m-{rollout}"), field))
+                })
+                .collect();
+            let entries: Vec<(&str, Bytes)> =
+                entries.iter().map(|(key, raw)| (key.as_str(), raw.clone())).collect();
+            h.apply(&entries);
+            assert_eq!(h.table.sticky_body_field().map(|f| &**f), expected, "{routes:?}");
+        }
+    }
+
     /// A removed key retires its alias to stable; a new document may claim it.
     #[test]
     fn removed_key_retires_to_stable() {
@@ -767,8 +816,10 @@ mod tests {
             headers.insert("x-session-id", key.parse().unwrap());
             assert_eq!(route.choose(&headers, None), expected);
             let body = format!(r#"{{"model":"m","user":"{key}"}}"#);
-            let inspected = InspectedBody::parse(body.as_bytes()).unwrap();
-            assert_eq!(route.choose(&HeaderMap::new(), Some(&inspected)), expected);
+            for kept in [None, Some(Arc::from("user")), Some(Arc::from("other"))] {
+                let inspected = InspectedBody::parse(body.as_bytes(), kept.as_ref()).unwrap();
+                assert_eq!(route.choose(&HeaderMap::new(), Some(&inspected)), expected);
+            }
         }
     }
 
