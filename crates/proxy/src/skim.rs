@@ -18,6 +18,8 @@ pub(crate) enum Skimmed<'a> {
 
 /// Deepest nesting the skim follows (one bit per level); deeper bodies are parsed in full.
 const MAX_DEPTH: u32 = 64;
+/// Bytes of a string searched by a plain loop before the SIMD search takes over.
+const SHORT_STRING: usize = 32;
 
 /// The value of top-level member `wanted` of the JSON object `body`. A member named in
 /// `unsure_keys` makes the answer [`Skimmed::Unsure`] (the caller's full parse reads it).
@@ -102,8 +104,7 @@ impl<'a> Cursor<'a> {
         let start = self.at;
         let mut escaped = false;
         loop {
-            let rest = self.bytes.get(self.at..)?;
-            let offset = memchr::memchr2(b'"', b'\\', rest)?;
+            let offset = self.string_stop()?;
             self.at += offset;
             if self.bytes[self.at] == b'"' {
                 let content = &self.bytes[start..self.at];
@@ -114,6 +115,17 @@ impl<'a> Cursor<'a> {
             escaped = true;
             self.at += 2;
         }
+    }
+
+    /// Where the next quote or backslash is, from the cursor: most strings (keys, short values)
+    /// end within a few bytes, where a plain loop beats setting up a SIMD search.
+    fn string_stop(&self) -> Option<usize> {
+        let rest = self.bytes.get(self.at..)?;
+        let head = rest.len().min(SHORT_STRING);
+        if let Some(offset) = rest[..head].iter().position(|&b| b == b'"' || b == b'\\') {
+            return Some(offset);
+        }
+        memchr::memchr2(b'"', b'\\', &rest[head..]).map(|offset| head + offset)
     }
 
     /// Skips one value starting at the cursor and returns its text.
@@ -227,6 +239,17 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(body)
             );
+        }
+    }
+
+    /// Strings longer than the plain loop covers are searched to their end, escapes included.
+    #[test]
+    fn long_strings() {
+        for length in [31, 32, 33, 100] {
+            let text = "x".repeat(length);
+            let body = format!(r#"{{"a":"{text}\"{text}\\","b":["{text}"],"usage":1}}"#);
+            let found = top_level_member(body.as_bytes(), b"usage", &[]);
+            assert_eq!(found, Skimmed::Found(b"1"), "{body}");
         }
     }
 
