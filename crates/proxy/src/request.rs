@@ -32,8 +32,8 @@ impl<'a> InspectedBody<'a> {
     /// Parses `body` as a JSON object with a string `model`; anything else is a 400. The value
     /// of top-level field `sticky_field` is kept from the same pass for [`Self::sticky_value`].
     pub fn parse(body: &'a [u8], sticky_field: Option<&Arc<str>>) -> Result<Self, ApiError> {
-        let found =
-            scan(body, "model", sticky_field.map(|name| &**name)).map_err(ApiError::invalid_json)?;
+        let found = scan(body, "model", sticky_field.map(|name| &**name))
+            .map_err(ApiError::invalid_json)?;
         let model_raw = match (found.count, found.last) {
             (1, Some(raw)) => raw,
             (0, _) | (_, None) => return Err(ApiError::missing_model("is missing")),
@@ -261,7 +261,8 @@ mod tests {
     /// the same whether it was kept by the first pass or found by a second one.
     #[test]
     fn sticky_values() {
-        let body = br#"{"model":"m","user":"u-\u0031","n":42,"obj":{"a": 1},"nil":null,"d":"x","d":"y"}"#;
+        let body =
+            br#"{"model":"m","user":"u-\u0031","n":42,"obj":{"a": 1},"nil":null,"d":"x","d":"y"}"#;
         let table: [(&str, Option<&[u8]>); 7] = [
             ("user", Some(b"u-1")),
             ("n", Some(b"42")),
@@ -287,7 +288,8 @@ mod tests {
     /// A sticky field may be `model` itself.
     #[test]
     fn sticky_field_named_model() {
-        let inspected = InspectedBody::parse(br#"{"model":"m"}"#, Some(&Arc::from("model"))).unwrap();
+        let inspected =
+            InspectedBody::parse(br#"{"model":"m"}"#, Some(&Arc::from("model"))).unwrap();
         assert_eq!(inspected.sticky_value("model").as_deref(), Some(&b"m"[..]));
     }
 }
