@@ -24,19 +24,25 @@ use modelrollout_api::routing::RoutingDocument;
 use serde::Serialize;
 
 use crate::metrics::{ArmMetrics, Metrics};
+use crate::pool::Http1Pool;
 use crate::request::{InspectedBody, encode_model};
 use crate::split::{StickyHasher, Track, random_bucket, track_for};
 
 /// An upstream base URL, split so per-request URIs are one concatenation.
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    /// `scheme://authority/base-path` without a trailing slash, e.g. `https://api.openai.com/v1`.
+    /// What request URIs start with: `scheme://authority/base-path` for the legacy client (TLS),
+    /// the origin-form base path (e.g. `/v1`) for a plain-HTTP upstream's own connections;
+    /// never a trailing slash.
     prefix: String,
     /// The endpoint as written in the document.
     pub endpoint: String,
     /// The `Host` header of a plain-HTTP upstream, built once (the client would format it per
     /// request); `None` for HTTPS, which may speak HTTP/2 and is left to the client.
     pub host: Option<HeaderValue>,
+    /// A plain-HTTP upstream's own HTTP/1.1 connections (shared by clones of the route);
+    /// `None` for HTTPS, which goes through the legacy client for ALPN and HTTP/2.
+    pub(crate) pool: Option<Arc<Http1Pool>>,
 }
 
 impl Upstream {
@@ -49,7 +55,13 @@ impl Upstream {
         } else {
             HeaderValue::from_str(&endpoint.authority()).ok()
         };
-        Ok(Upstream { prefix: endpoint.to_string(), endpoint: text.to_owned(), host })
+        // Own connections need the Host header; without one the legacy client sets it.
+        let pool = host.as_ref().map(|_| Http1Pool::new(&endpoint.authority()));
+        let prefix = match pool {
+            Some(_) => endpoint.base_path().to_owned(),
+            None => endpoint.to_string(),
+        };
+        Ok(Upstream { prefix, endpoint: text.to_owned(), host, pool })
     }
 
     /// The upstream URI for a client path below `/v1` (e.g. `/chat/completions?x=1`).
@@ -839,17 +851,15 @@ mod tests {
         assert!(HeaderName::from_bytes(longest.as_bytes()).is_ok());
     }
 
-    /// Upstream URIs join the base path and the client's path below /v1.
+    /// Upstream URIs join the base path and the client's path below /v1: origin-form for a
+    /// plain-HTTP upstream's own connections, absolute for the legacy client (TLS).
     #[test]
     fn upstream_uris() {
         let table = [
-            (
-                "http://127.0.0.1:8080/v1",
-                "/chat/completions",
-                "http://127.0.0.1:8080/v1/chat/completions",
-            ),
+            ("http://127.0.0.1:8080/v1", "/chat/completions", "/v1/chat/completions"),
             ("https://api.openai.com/v1/", "/models?x=1", "https://api.openai.com/v1/models?x=1"),
-            ("http://relay:9000", "/embeddings", "http://relay:9000/embeddings"),
+            ("http://relay:9000", "/embeddings", "/embeddings"),
+            ("http://relay:9000/", "/", "/"),
         ];
         for (endpoint, suffix, expected) in table {
             assert_eq!(
