@@ -778,7 +778,8 @@ mod tests {
             let text = String::from_utf8(doc(rollout, alias, 50).to_vec()).unwrap();
             Bytes::from(text.replace(r#""bodyField":"user""#, &format!(r#""bodyField":"{field}""#)))
         };
-        let table: [(&[(&str, &str)], Option<&str>); 4] = [
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let table: [Case<'_>; 4] = [
             (&[], None),
             (&[("a", "user")], Some("user")),
             (&[("a", "user"), ("b", "session"), ("c", "session")], Some("session")),
