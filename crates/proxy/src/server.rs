@@ -65,7 +65,7 @@ use crate::table::RoutingTable;
 pub const PASSTHROUGH_MODEL_HEADER: &str = "x-modelrollout-model";
 
 /// The paths routed by the body's `model`.
-const MODEL_ROUTED_PATHS: [&str; 4] =
+pub(crate) const MODEL_ROUTED_PATHS: [&str; 4] =
     ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"];
 
 /// Everything requests share.

@@ -26,6 +26,7 @@ use serde::Serialize;
 use crate::metrics::{ArmMetrics, Metrics};
 use crate::pool::Http1Pool;
 use crate::request::{InspectedBody, encode_model};
+use crate::server::MODEL_ROUTED_PATHS;
 use crate::split::{StickyHasher, Track, random_bucket, track_for};
 
 /// An upstream base URL, split so per-request URIs are one concatenation.
@@ -43,6 +44,9 @@ pub struct Upstream {
     /// A plain-HTTP upstream's own HTTP/1.1 connections (shared by clones of the route);
     /// `None` for HTTPS, which goes through the legacy client for ALPN and HTTP/2.
     pub(crate) pool: Option<Arc<Http1Pool>>,
+    /// The URIs of the model-routed paths, parsed once (a clone per request is a reference
+    /// count, a parse is a few hundred instructions).
+    prebuilt: Vec<(&'static str, Uri)>,
 }
 
 impl Upstream {
@@ -61,16 +65,31 @@ impl Upstream {
             Some(_) => endpoint.base_path().to_owned(),
             None => endpoint.to_string(),
         };
-        Ok(Upstream { prefix, endpoint: text.to_owned(), host, pool })
+        let prebuilt = MODEL_ROUTED_PATHS
+            .iter()
+            .filter_map(|path| {
+                let suffix = path.strip_prefix("/v1")?;
+                Some((suffix, join_uri(&prefix, suffix).ok()?))
+            })
+            .collect();
+        Ok(Upstream { prefix, endpoint: text.to_owned(), host, pool, prebuilt })
     }
 
     /// The upstream URI for a client path below `/v1` (e.g. `/chat/completions?x=1`).
     pub fn uri(&self, suffix: &str) -> Result<Uri, http::uri::InvalidUri> {
-        let mut s = String::with_capacity(self.prefix.len() + suffix.len());
-        s.push_str(&self.prefix);
-        s.push_str(suffix);
-        Uri::try_from(s)
+        match self.prebuilt.iter().find(|(known, _)| *known == suffix) {
+            Some((_, uri)) => Ok(uri.clone()),
+            None => join_uri(&self.prefix, suffix),
+        }
     }
+}
+
+/// `prefix` and `suffix` joined and parsed as a URI.
+fn join_uri(prefix: &str, suffix: &str) -> Result<Uri, http::uri::InvalidUri> {
+    let mut s = String::with_capacity(prefix.len() + suffix.len());
+    s.push_str(prefix);
+    s.push_str(suffix);
+    Uri::try_from(s)
 }
 
 /// One arm of a route: where its requests go and how they are counted.
@@ -861,6 +880,9 @@ mod tests {
             ("https://api.openai.com/v1/", "/models?x=1", "https://api.openai.com/v1/models?x=1"),
             ("http://relay:9000", "/embeddings", "/embeddings"),
             ("http://relay:9000/", "/", "/"),
+            ("http://relay:9000/v1", "/embeddings", "/v1/embeddings"),
+            ("https://api.openai.com/v1", "/responses", "https://api.openai.com/v1/responses"),
+            ("http://relay:9000/v1", "/responses?x=1", "/v1/responses?x=1"),
         ];
         for (endpoint, suffix, expected) in table {
             assert_eq!(
