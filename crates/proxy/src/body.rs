@@ -13,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::metrics::Outcome;
+use crate::pool::Lease;
 use crate::split::Track;
 use crate::table::{Arm, Route};
 use crate::usage::{usage_of_json, usage_of_sse_line};
@@ -112,6 +113,9 @@ pub struct MeteredBody {
     /// Data went out since the body last returned `Pending`: hyper may still hold it unwritten,
     /// and it drops the connection without flushing when a body fails.
     unflushed: bool,
+    /// The plain-HTTP upstream connection this body arrives on: given back when the body has
+    /// been read to its end, dropped (closing it) when it fails or is cut.
+    lease: Option<Lease>,
 }
 
 /// Most bytes of consecutive upstream frames merged into one frame for the client.
@@ -168,6 +172,7 @@ impl MeteredBody {
         is_sse: bool,
         idle_timeout: Duration,
         scan: UsageScan,
+        lease: Option<Lease>,
     ) -> Self {
         let mut body = MeteredBody {
             inner,
@@ -186,6 +191,7 @@ impl MeteredBody {
             waited_once: false,
             deferred: None,
             unflushed: false,
+            lease,
         };
         // An empty body may never be polled: account for it now.
         if body.inner.is_end_stream() {
@@ -204,6 +210,13 @@ impl MeteredBody {
         }
         self.finished = true;
         self.idle = None;
+        let lease = self.lease.take();
+        if let Some(lease) = lease
+            && outcome != Outcome::StreamAborted
+            && outcome != Outcome::Timeout
+        {
+            lease.release();
+        }
         if let UsageScan::Json { buf } = &self.scan
             && !buf.is_empty()
         {

@@ -1,6 +1,7 @@
-//! The pooled upstream client: one keep-alive pool for every upstream, HTTP/1.1 and HTTP/2
-//! (ALPN), TLS by rustls with the system's roots (or the bundled webpki roots when the system
-//! has none) plus an optional extra CA file.
+//! The pooled upstream client. Plain-HTTP upstreams (always HTTP/1.1) use their arm's own
+//! connection list ([`crate::pool`]); TLS upstreams use one hyper-util legacy client with its
+//! keyed keep-alive pool, HTTP/1.1 and HTTP/2 by ALPN, TLS by rustls with the system's roots (or
+//! the bundled webpki roots when the system has none) plus an optional extra CA file.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::forward::ForwardOptions;
+use crate::pool::{Lease, PoolError};
+use crate::table::Upstream;
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -76,5 +79,47 @@ impl UpstreamClient {
             .pool_max_idle_per_host(1024)
             .build(https);
         Ok(UpstreamClient { client })
+    }
+
+    /// Sends `request` to `upstream`: on the upstream's own HTTP/1.1 connections when it is plain
+    /// HTTP (a lease to give back once the body is read), else through the legacy client.
+    pub(crate) async fn send(
+        &self,
+        upstream: &Upstream,
+        request: http::Request<Full<Bytes>>,
+        connect_timeout: Duration,
+    ) -> Result<(http::Response<hyper::body::Incoming>, Option<Lease>), SendError> {
+        match &upstream.pool {
+            Some(pool) => {
+                let (response, lease) =
+                    pool.send(request, connect_timeout).await.map_err(SendError::Pool)?;
+                Ok((response, Some(lease)))
+            }
+            None => {
+                let response = self.client.request(request).await.map_err(SendError::Legacy)?;
+                Ok((response, None))
+            }
+        }
+    }
+}
+
+/// Why an upstream request failed before its response headers.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    /// On a plain-HTTP upstream's own connections.
+    #[error(transparent)]
+    Pool(PoolError),
+    /// Through the legacy client (TLS upstreams).
+    #[error(transparent)]
+    Legacy(hyper_util::client::legacy::Error),
+}
+
+impl SendError {
+    /// True when no connection was made: the upstream did not see the request.
+    pub(crate) fn is_connect(&self) -> bool {
+        match self {
+            SendError::Pool(error) => error.is_connect(),
+            SendError::Legacy(error) => error.is_connect(),
+        }
     }
 }

@@ -101,7 +101,10 @@ impl BodyBudget {
         if timeout.is_zero() {
             return read.await;
         }
-        tokio::time::timeout(timeout, read).await.unwrap_or(Err(ApiError::body_timeout(timeout)))
+        // The error (a formatted message) is built only on a timeout, not on every request.
+        tokio::time::timeout(timeout, read)
+            .await
+            .unwrap_or_else(|_| Err(ApiError::body_timeout(timeout)))
     }
 
     async fn read_chunks<B>(&self, mut body: B, limit: usize) -> Result<HeldBody, ApiError>

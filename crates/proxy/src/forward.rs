@@ -31,6 +31,7 @@ use crate::error::ApiError;
 use crate::headers::{retry_after, strip_hop_by_hop, upstream_headers};
 use crate::metrics::Outcome;
 use crate::policy::{Attempt, Decision, Policy};
+use crate::pool::Lease;
 use crate::request::InspectedBody;
 use crate::split::Track;
 use crate::table::Route;
@@ -228,7 +229,7 @@ impl Forwarder<'_> {
             };
             let sent = tokio::time::timeout(
                 first_byte_timeout,
-                self.client.client.request(upstream_request),
+                self.client.send(&arm.upstream, upstream_request, self.options.connect_timeout),
             )
             .await;
             let (outcome, answer) = match sent {
@@ -255,10 +256,10 @@ impl Forwarder<'_> {
                     );
                     (ended, Err(error))
                 }
-                Ok(Ok(response)) => {
+                Ok(Ok((response, lease))) => {
                     let outcome =
                         Attempt::Answered(response.status(), retry_after(response.headers()));
-                    (outcome, Ok(response))
+                    (outcome, Ok((response, lease)))
                 }
             };
             let decision = policy.decide(attempt, outcome, track.is_canary());
@@ -278,7 +279,9 @@ impl Forwarder<'_> {
                 Decision::FallBack => return ArmEnd::FallBack,
                 Decision::Answer => {
                     return ArmEnd::Answer(match answer {
-                        Ok(response) => self.stream_back(route, track, started, response),
+                        Ok((response, lease)) => {
+                            self.stream_back(route, track, started, response, lease)
+                        }
                         Err(error) => error.into_response(),
                     });
                 }
@@ -292,6 +295,7 @@ impl Forwarder<'_> {
         track: Track,
         started: Instant,
         response: Response<Incoming>,
+        lease: Option<Lease>,
     ) -> Response<ProxyBody> {
         let (mut parts, incoming) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -316,6 +320,7 @@ impl Forwarder<'_> {
             is_sse,
             self.options.idle_timeout,
             scan,
+            lease,
         );
         Response::from_parts(parts, ProxyBody::Metered(Box::new(body)))
     }

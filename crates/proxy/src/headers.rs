@@ -54,13 +54,42 @@ pub(crate) fn upstream_headers(
     authorization: Option<HeaderValue>,
     pass_caller_authorization: bool,
 ) -> HeaderMap {
+    // Headers named in `Connection` go too: the general path below handles that rare case.
+    if client.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return upstream_headers_general(client, authorization, pass_caller_authorization);
+    }
+    // One copy of what is kept, instead of a copy of everything and a hashed removal per name.
+    let drop_caller_key = authorization.is_some() || !pass_caller_authorization;
+    let mut headers = HeaderMap::with_capacity(client.len() + 1);
+    for (name, value) in client {
+        let caller_key = drop_caller_key && CALLER_KEY_HEADERS.contains(name);
+        if !caller_key && !NOT_FORWARDED.contains(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if let Some(value) = authorization {
+        headers.insert(header::AUTHORIZATION, value);
+    }
+    headers
+}
+
+/// What [`upstream_headers`] forwards besides hop-by-hop headers: never these.
+const NOT_FORWARDED: [HeaderName; 4] =
+    [header::HOST, header::CONTENT_LENGTH, header::ACCEPT_ENCODING, header::EXPECT];
+
+/// [`upstream_headers`] for any header map: a copy, then the removals.
+fn upstream_headers_general(
+    client: &HeaderMap,
+    authorization: Option<HeaderValue>,
+    pass_caller_authorization: bool,
+) -> HeaderMap {
     let mut headers = client.clone();
     strip_hop_by_hop(&mut headers);
-    headers.remove(header::HOST);
-    headers.remove(header::CONTENT_LENGTH);
-    headers.remove(header::ACCEPT_ENCODING);
-    // The proxy already read the whole body; the upstream gets it at once.
-    headers.remove(header::EXPECT);
+    // Host is set from the upstream URI, the length recomputed, identity keeps usage readable,
+    // and the body is already read (no Expect).
+    for name in &NOT_FORWARDED {
+        headers.remove(name);
+    }
     match authorization {
         Some(value) => {
             for name in &CALLER_KEY_HEADERS {
@@ -129,6 +158,43 @@ mod tests {
         assert_eq!(injected["authorization"], "Bearer arm");
         assert_eq!(injected.get_all("authorization").iter().count(), 1);
         assert!(injected.get("x-api-key").is_none());
+    }
+
+    /// Without hop-by-hop headers the one-copy path forwards exactly what the general one does,
+    /// repeated values and their order included.
+    #[test]
+    fn one_copy_path_agrees() {
+        let mut client = HeaderMap::new();
+        for (name, value) in [
+            ("host", "proxy:8080"),
+            ("content-length", "10"),
+            ("content-type", "application/json"),
+            ("accept-encoding", "gzip"),
+            ("expect", "100-continue"),
+            ("authorization", "Bearer caller"),
+            ("api-key", "caller"),
+            ("x-session-id", "s-1"),
+            ("x-tag", "a"),
+            ("x-tag", "b"),
+        ] {
+            client.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        let pairs = |headers: &HeaderMap| {
+            let mut pairs: Vec<(String, Vec<u8>)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+                .collect();
+            pairs.sort();
+            pairs
+        };
+        let arm_key = || Some(HeaderValue::from_static("Bearer arm"));
+        for (authorization, pass) in [(None, true), (None, false), (arm_key(), false)] {
+            let fast = upstream_headers(&client, authorization.clone(), pass);
+            let general = upstream_headers_general(&client, authorization, pass);
+            assert_eq!(pairs(&fast), pairs(&general), "pass {pass}");
+            let tags: Vec<&[u8]> = fast.get_all("x-tag").iter().map(|v| v.as_bytes()).collect();
+            assert_eq!(tags, [&b"a"[..], b"b"]);
+        }
     }
 
     /// Retry-After is read as seconds; dates and garbage are ignored.

@@ -18,10 +18,11 @@
 //! - [`credentials`]: upstream API keys read from mounted secret files;
 //! - [`forward`]: one request to an arm (and to stable on fallback), timeouts;
 //! - [`policy`]: when to retry, fall back to stable, or answer;
-//! - [`client`]: the pooled upstream HTTP/TLS client;
+//! - [`client`]: the upstream HTTP/TLS client;
+//! - [`pool`]: a plain-HTTP upstream's own HTTP/1.1 connections;
 //! - [`headers`]: hop-by-hop removal, which key goes upstream, `Retry-After`;
 //! - [`body`]: response bodies streamed back, frame merging, idle timeout, metrics;
-//! - [`usage`]: token usage read from answers;
+//! - [`usage`]: token usage read from answers (`skim`: the byte-wise walk that finds it);
 //! - [`metrics`]: the `gray_release_*` metric families (a compatibility contract);
 //! - [`error`]: OpenAI-style error responses.
 
@@ -37,8 +38,10 @@ pub mod headers;
 pub mod metrics;
 pub mod paths;
 pub mod policy;
+pub mod pool;
 pub mod request;
 pub mod server;
+mod skim;
 pub mod source;
 pub mod split;
 pub mod table;

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -12,22 +13,27 @@ use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 
-/// A JSON request body's top-level `model`: its value and where it sits, so it can be replaced.
+/// A JSON request body's top-level `model`: its value and where it sits, so it can be replaced;
+/// and the value of one sticky field, found in the same pass.
 ///
-/// Only `model`'s span is kept, not an index of every field: a body of millions of tiny fields
-/// must not cost more memory than its own bytes. The sticky field is found by a second pass
-/// when (and only when) a route needs it.
+/// Only `model`'s span and one sticky value are kept, not an index of every field: a body of
+/// millions of tiny fields must not cost more memory than its own bytes. A sticky field other
+/// than the one named to [`InspectedBody::parse`] is found by a second pass when asked for.
 #[derive(Debug)]
 pub struct InspectedBody<'a> {
     body: &'a [u8],
     model_span: Range<usize>,
     model: Cow<'a, str>,
+    /// The field named to `parse` and the raw value of its last occurrence (`None`: absent).
+    sticky: Option<(Arc<str>, Option<&'a RawValue>)>,
 }
 
 impl<'a> InspectedBody<'a> {
-    /// Parses `body` as a JSON object with a string `model`; anything else is a 400.
-    pub fn parse(body: &'a [u8]) -> Result<Self, ApiError> {
-        let found = scan(body, "model").map_err(ApiError::invalid_json)?;
+    /// Parses `body` as a JSON object with a string `model`; anything else is a 400. The value
+    /// of top-level field `sticky_field` is kept from the same pass for [`Self::sticky_value`].
+    pub fn parse(body: &'a [u8], sticky_field: Option<&Arc<str>>) -> Result<Self, ApiError> {
+        let found = scan(body, "model", sticky_field.map(|name| &**name))
+            .map_err(ApiError::invalid_json)?;
         let model_raw = match (found.count, found.last) {
             (1, Some(raw)) => raw,
             (0, _) | (_, None) => return Err(ApiError::missing_model("is missing")),
@@ -39,7 +45,8 @@ impl<'a> InspectedBody<'a> {
             Ok(_) => return Err(ApiError::missing_model("is empty")),
             Err(_) => return Err(ApiError::missing_model("must be a string")),
         };
-        Ok(InspectedBody { body, model_span, model })
+        let sticky = sticky_field.map(|name| (Arc::clone(name), found.other));
+        Ok(InspectedBody { body, model_span, model, sticky })
     }
 
     /// The `model` the client asked for (unescaped).
@@ -50,7 +57,11 @@ impl<'a> InspectedBody<'a> {
     /// The sticky key bytes from top-level field `name`: a string's unescaped content, any other
     /// value's JSON text; `None` when the field is absent or `null`. The last occurrence wins.
     pub fn sticky_value(&self, name: &str) -> Option<Cow<'a, [u8]>> {
-        let raw = scan(self.body, name).ok()?.last?;
+        let raw = match &self.sticky {
+            Some((kept, raw)) if **kept == *name => (*raw)?,
+            // Not the field kept by the first pass: a second one (the body is valid JSON).
+            _ => scan(self.body, name, None).ok()?.last?,
+        };
         let text = raw.get();
         match text.as_bytes().first() {
             Some(b'"') => match serde_json::from_str::<Cow<'a, str>>(text).ok()? {
@@ -73,18 +84,25 @@ impl<'a> InspectedBody<'a> {
     }
 }
 
-/// What one pass over the top-level fields found under the wanted name.
+/// What one pass over the top-level fields found under the wanted names.
 struct Found<'a> {
-    /// How many times the name occurs.
+    /// How many times the wanted name occurs.
     count: usize,
     /// The value of its last occurrence.
     last: Option<&'a RawValue>,
+    /// The value of the other name's last occurrence.
+    other: Option<&'a RawValue>,
 }
 
-/// One pass over `body`'s top-level fields, keeping only the value(s) named `wanted`.
-fn scan<'a>(body: &'a [u8], wanted: &str) -> Result<Found<'a>, serde_json::Error> {
+/// One pass over `body`'s top-level fields, keeping only the values named `wanted` and `other`.
+fn scan<'a>(
+    body: &'a [u8],
+    wanted: &str,
+    other: Option<&str>,
+) -> Result<Found<'a>, serde_json::Error> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let found = de::Deserializer::deserialize_map(&mut deserializer, FieldVisitor { wanted })?;
+    let visitor = FieldVisitor { wanted, other };
+    let found = de::Deserializer::deserialize_map(&mut deserializer, visitor)?;
     deserializer.end()?;
     Ok(found)
 }
@@ -108,6 +126,7 @@ fn span_of(body: &[u8], value: &str) -> Result<Range<usize>, ApiError> {
 
 struct FieldVisitor<'w> {
     wanted: &'w str,
+    other: Option<&'w str>,
 }
 
 impl<'de> Visitor<'de> for FieldVisitor<'_> {
@@ -118,13 +137,16 @@ impl<'de> Visitor<'de> for FieldVisitor<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = Found { count: 0, last: None };
+        let mut found = Found { count: 0, last: None, other: None };
         while let Some(FieldName(name)) = map.next_key::<FieldName<'de>>()? {
             // Every value is parsed (to validate the body) but only borrowed, never stored.
             let value: &'de RawValue = map.next_value()?;
             if name == self.wanted {
                 found.count += 1;
                 found.last = Some(value);
+            }
+            if self.other == Some(&*name) {
+                found.other = Some(value);
             }
         }
         Ok(found)
@@ -179,7 +201,7 @@ mod tests {
             ),
         ];
         for (input, expected) in table {
-            let inspected = InspectedBody::parse(input.as_bytes()).unwrap();
+            let inspected = InspectedBody::parse(input.as_bytes(), None).unwrap();
             assert_eq!(inspected.model(), "chat", "{input}");
             let out = inspected.with_model(&encode_model("gpt-4.1"));
             assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
@@ -189,7 +211,7 @@ mod tests {
     /// Model names that need escaping are encoded as JSON strings.
     #[test]
     fn escapes_new_model() {
-        let inspected = InspectedBody::parse(br#"{"model":"a"}"#).unwrap();
+        let inspected = InspectedBody::parse(br#"{"model":"a"}"#, None).unwrap();
         let out = inspected.with_model(&encode_model("we\"ird/\u{e9}"));
         let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(json["model"], "we\"ird/\u{e9}");
@@ -209,10 +231,13 @@ mod tests {
             (b"{\"model\":\"a\",\"model\":\"b\"}", "missing_model"),
             (b"\xff\xfe", "invalid_json"),
         ];
+        let user: Arc<str> = Arc::from("user");
         for (body, code) in table {
-            let error = InspectedBody::parse(body).unwrap_err();
-            assert_eq!(error.code, code, "{:?}", String::from_utf8_lossy(body));
-            assert_eq!(error.status, 400);
+            for sticky_field in [None, Some(&user)] {
+                let error = InspectedBody::parse(body, sticky_field).unwrap_err();
+                assert_eq!(error.code, code, "{:?}", String::from_utf8_lossy(body));
+                assert_eq!(error.status, 400);
+            }
         }
     }
 
@@ -225,26 +250,46 @@ mod tests {
             body.push_str(&format!(",\"f{i}\":0"));
         }
         body.push_str(",\"user\":\"u\"}");
-        let inspected = InspectedBody::parse(body.as_bytes()).unwrap();
+        let inspected = InspectedBody::parse(body.as_bytes(), Some(&Arc::from("user"))).unwrap();
         assert_eq!(inspected.model(), "m");
         assert_eq!(inspected.sticky_value("user").as_deref(), Some(&b"u"[..]));
-        assert!(std::mem::size_of_val(&inspected) <= 8 * std::mem::size_of::<usize>());
+        assert_eq!(inspected.sticky_value("f7").as_deref(), Some(&b"0"[..]));
+        assert!(std::mem::size_of_val(&inspected) <= 12 * std::mem::size_of::<usize>());
     }
 
-    /// The sticky field yields a string's content, another value's text, nothing for null/absent.
+    /// The sticky field yields a string's content, another value's text, nothing for null/absent;
+    /// the same whether it was kept by the first pass or found by a second one.
     #[test]
     fn sticky_values() {
-        let body = br#"{"model":"m","user":"u-\u0031","n":42,"obj":{"a": 1},"nil":null}"#;
-        let inspected = InspectedBody::parse(body).unwrap();
-        let table: [(&str, Option<&[u8]>); 5] = [
+        let body =
+            br#"{"model":"m","user":"u-\u0031","n":42,"obj":{"a": 1},"nil":null,"d":"x","d":"y"}"#;
+        let table: [(&str, Option<&[u8]>); 7] = [
             ("user", Some(b"u-1")),
             ("n", Some(b"42")),
             ("obj", Some(b"{\"a\": 1}")),
             ("nil", None),
             ("absent", None),
+            // A duplicate: the last occurrence wins.
+            ("d", Some(b"y")),
+            // Only the top level counts.
+            ("a", None),
         ];
         for (field, expected) in table {
-            assert_eq!(inspected.sticky_value(field).as_deref(), expected, "{field}");
+            let second_pass = InspectedBody::parse(body, None).unwrap();
+            assert_eq!(second_pass.sticky_value(field).as_deref(), expected, "{field}");
+            let kept = InspectedBody::parse(body, Some(&Arc::from(field))).unwrap();
+            assert_eq!(kept.sticky_value(field).as_deref(), expected, "{field} (kept)");
+            // Asking for another field than the kept one still finds it.
+            let other = InspectedBody::parse(body, Some(&Arc::from("n"))).unwrap();
+            assert_eq!(other.sticky_value(field).as_deref(), expected, "{field} (other kept)");
         }
+    }
+
+    /// A sticky field may be `model` itself.
+    #[test]
+    fn sticky_field_named_model() {
+        let inspected =
+            InspectedBody::parse(br#"{"model":"m"}"#, Some(&Arc::from("model"))).unwrap();
+        assert_eq!(inspected.sticky_value("model").as_deref(), Some(&b"m"[..]));
     }
 }

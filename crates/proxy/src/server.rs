@@ -65,7 +65,7 @@ use crate::table::RoutingTable;
 pub const PASSTHROUGH_MODEL_HEADER: &str = "x-modelrollout-model";
 
 /// The paths routed by the body's `model`.
-const MODEL_ROUTED_PATHS: [&str; 4] =
+pub(crate) const MODEL_ROUTED_PATHS: [&str; 4] =
     ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"];
 
 /// Everything requests share.
@@ -374,15 +374,18 @@ async fn route_by_model(
         Ok(body) => body,
         Err(error) => return error.into_response(),
     };
-    let inspected = match InspectedBody::parse(&body.bytes) {
-        Ok(inspected) => inspected,
-        Err(error) => return error.into_response(),
-    };
     // Hold the route, not the table: a reload during this request swaps the table freely.
-    let route = {
+    let (inspected, route) = {
         let table = state.table.load();
+        let inspected = match InspectedBody::parse(&body.bytes, table.sticky_body_field()) {
+            Ok(inspected) => inspected,
+            Err(error) => return error.into_response(),
+        };
         match table.route(inspected.model()) {
-            Some(route) => Arc::clone(route),
+            Some(route) => {
+                let route = Arc::clone(route);
+                (inspected, route)
+            }
             None => {
                 return ApiError::model_not_found(inspected.model(), &table.aliases())
                     .into_response();

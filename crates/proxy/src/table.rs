@@ -24,19 +24,29 @@ use modelrollout_api::routing::RoutingDocument;
 use serde::Serialize;
 
 use crate::metrics::{ArmMetrics, Metrics};
+use crate::pool::Http1Pool;
 use crate::request::{InspectedBody, encode_model};
+use crate::server::MODEL_ROUTED_PATHS;
 use crate::split::{StickyHasher, Track, random_bucket, track_for};
 
 /// An upstream base URL, split so per-request URIs are one concatenation.
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    /// `scheme://authority/base-path` without a trailing slash, e.g. `https://api.openai.com/v1`.
+    /// What request URIs start with: `scheme://authority/base-path` for the legacy client (TLS),
+    /// the origin-form base path (e.g. `/v1`) for a plain-HTTP upstream's own connections;
+    /// never a trailing slash.
     prefix: String,
     /// The endpoint as written in the document.
     pub endpoint: String,
     /// The `Host` header of a plain-HTTP upstream, built once (the client would format it per
     /// request); `None` for HTTPS, which may speak HTTP/2 and is left to the client.
     pub host: Option<HeaderValue>,
+    /// A plain-HTTP upstream's own HTTP/1.1 connections (shared by clones of the route);
+    /// `None` for HTTPS, which goes through the legacy client for ALPN and HTTP/2.
+    pub(crate) pool: Option<Arc<Http1Pool>>,
+    /// The URIs of the model-routed paths, parsed once (a clone per request is a reference
+    /// count, a parse is a few hundred instructions).
+    prebuilt: Vec<(&'static str, Uri)>,
 }
 
 impl Upstream {
@@ -49,16 +59,37 @@ impl Upstream {
         } else {
             HeaderValue::from_str(&endpoint.authority()).ok()
         };
-        Ok(Upstream { prefix: endpoint.to_string(), endpoint: text.to_owned(), host })
+        // Own connections need the Host header; without one the legacy client sets it.
+        let pool = host.as_ref().map(|_| Http1Pool::new(&endpoint.authority()));
+        let prefix = match pool {
+            Some(_) => endpoint.base_path().to_owned(),
+            None => endpoint.to_string(),
+        };
+        let prebuilt = MODEL_ROUTED_PATHS
+            .iter()
+            .filter_map(|path| {
+                let suffix = path.strip_prefix("/v1")?;
+                Some((suffix, join_uri(&prefix, suffix).ok()?))
+            })
+            .collect();
+        Ok(Upstream { prefix, endpoint: text.to_owned(), host, pool, prebuilt })
     }
 
     /// The upstream URI for a client path below `/v1` (e.g. `/chat/completions?x=1`).
     pub fn uri(&self, suffix: &str) -> Result<Uri, http::uri::InvalidUri> {
-        let mut s = String::with_capacity(self.prefix.len() + suffix.len());
-        s.push_str(&self.prefix);
-        s.push_str(suffix);
-        Uri::try_from(s)
+        match self.prebuilt.iter().find(|(known, _)| *known == suffix) {
+            Some((_, uri)) => Ok(uri.clone()),
+            None => join_uri(&self.prefix, suffix),
+        }
     }
+}
+
+/// `prefix` and `suffix` joined and parsed as a URI.
+fn join_uri(prefix: &str, suffix: &str) -> Result<Uri, http::uri::InvalidUri> {
+    let mut s = String::with_capacity(prefix.len() + suffix.len());
+    s.push_str(prefix);
+    s.push_str(suffix);
+    Uri::try_from(s)
 }
 
 /// One arm of a route: where its requests go and how they are counted.
@@ -237,6 +268,8 @@ pub struct RoutingTable {
     by_alias: HashMap<String, Arc<Route>>,
     /// Documents present but not served, with why (for `/admin/status`).
     refused: Vec<Refusal>,
+    /// The sticky body field most routes use, read in the same pass as `model`.
+    sticky_body_field: Option<Arc<str>>,
 }
 
 impl RoutingTable {
@@ -248,6 +281,12 @@ impl RoutingTable {
     /// The route serving `alias`.
     pub fn route(&self, alias: &str) -> Option<&Arc<Route>> {
         self.by_alias.get(alias)
+    }
+
+    /// The sticky body field to read while looking for `model` (see [`InspectedBody::parse`]):
+    /// the one most routes use; a route with another one reads it in a second pass.
+    pub fn sticky_body_field(&self) -> Option<&Arc<str>> {
+        self.sticky_body_field.as_ref()
     }
 
     /// Served aliases, sorted.
@@ -502,8 +541,21 @@ impl TableUpdater {
             }
         }
         metrics.reload_succeeded(generation);
-        (Some(RoutingTable { generation, by_alias, refused }), newly_refused)
+        let sticky_body_field = most_used_body_field(&by_alias);
+        (Some(RoutingTable { generation, by_alias, refused, sticky_body_field }), newly_refused)
     }
+}
+
+/// The sticky body field of most live routes (ties: the name that sorts first).
+fn most_used_body_field(by_alias: &HashMap<String, Arc<Route>>) -> Option<Arc<str>> {
+    let mut uses: BTreeMap<&str, usize> = BTreeMap::new();
+    for route in by_alias.values().filter(|route| !route.retired) {
+        if let Some(field) = route.document.stickiness.body_field.as_deref() {
+            *uses.entry(field).or_default() += 1;
+        }
+    }
+    // max_by_key keeps the last maximum: iterate in reverse so the first name wins a tie.
+    uses.into_iter().rev().max_by_key(|(_, count)| *count).map(|(field, _)| Arc::from(field))
 }
 
 /// The pure merge: which route serves each alias, and which keys are refused and why.
@@ -738,6 +790,35 @@ mod tests {
         assert_eq!(refusals[0].key, "y.json");
     }
 
+    /// The table names the sticky body field most live routes use (ties: the first name).
+    #[test]
+    fn most_used_sticky_body_field() {
+        let with_field = |rollout: &str, alias: &str, field: &str| {
+            let text = String::from_utf8(doc(rollout, alias, 50).to_vec()).unwrap();
+            Bytes::from(text.replace(r#""bodyField":"user""#, &format!(r#""bodyField":"{field}""#)))
+        };
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let table: [Case<'_>; 4] = [
+            (&[], None),
+            (&[("a", "user")], Some("user")),
+            (&[("a", "user"), ("b", "session"), ("c", "session")], Some("session")),
+            (&[("a", "zeta"), ("b", "alpha")], Some("alpha")),
+        ];
+        for (routes, expected) in table {
+            let mut h = Harness::new();
+            let entries: Vec<(String, Bytes)> = routes
+                .iter()
+                .map(|(rollout, field)| {
+                    (format!("{rollout}.json"), with_field(rollout, &format!("m-{rollout}"), field))
+                })
+                .collect();
+            let entries: Vec<(&str, Bytes)> =
+                entries.iter().map(|(key, raw)| (key.as_str(), raw.clone())).collect();
+            h.apply(&entries);
+            assert_eq!(h.table.sticky_body_field().map(|f| &**f), expected, "{routes:?}");
+        }
+    }
+
     /// A removed key retires its alias to stable; a new document may claim it.
     #[test]
     fn removed_key_retires_to_stable() {
@@ -767,8 +848,10 @@ mod tests {
             headers.insert("x-session-id", key.parse().unwrap());
             assert_eq!(route.choose(&headers, None), expected);
             let body = format!(r#"{{"model":"m","user":"{key}"}}"#);
-            let inspected = InspectedBody::parse(body.as_bytes()).unwrap();
-            assert_eq!(route.choose(&HeaderMap::new(), Some(&inspected)), expected);
+            for kept in [None, Some(Arc::from("user")), Some(Arc::from("other"))] {
+                let inspected = InspectedBody::parse(body.as_bytes(), kept.as_ref()).unwrap();
+                assert_eq!(route.choose(&HeaderMap::new(), Some(&inspected)), expected);
+            }
         }
     }
 
@@ -788,17 +871,18 @@ mod tests {
         assert!(HeaderName::from_bytes(longest.as_bytes()).is_ok());
     }
 
-    /// Upstream URIs join the base path and the client's path below /v1.
+    /// Upstream URIs join the base path and the client's path below /v1: origin-form for a
+    /// plain-HTTP upstream's own connections, absolute for the legacy client (TLS).
     #[test]
     fn upstream_uris() {
         let table = [
-            (
-                "http://127.0.0.1:8080/v1",
-                "/chat/completions",
-                "http://127.0.0.1:8080/v1/chat/completions",
-            ),
+            ("http://127.0.0.1:8080/v1", "/chat/completions", "/v1/chat/completions"),
             ("https://api.openai.com/v1/", "/models?x=1", "https://api.openai.com/v1/models?x=1"),
-            ("http://relay:9000", "/embeddings", "http://relay:9000/embeddings"),
+            ("http://relay:9000", "/embeddings", "/embeddings"),
+            ("http://relay:9000/", "/", "/"),
+            ("http://relay:9000/v1", "/embeddings", "/v1/embeddings"),
+            ("https://api.openai.com/v1", "/responses", "https://api.openai.com/v1/responses"),
+            ("http://relay:9000/v1", "/responses?x=1", "/v1/responses?x=1"),
         ];
         for (endpoint, suffix, expected) in table {
             assert_eq!(
