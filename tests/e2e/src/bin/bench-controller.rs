@@ -3,9 +3,10 @@
 //!
 //! 1. ConfigMap write → proxy using it: a routing key is rewritten with a new weight, and the
 //!    proxy's `gray_release_canary_weight` is polled every 5 ms until it shows the new weight.
-//! 2. N rollouts (default 10 000, `BENCH_ROLLOUTS`) on the local API server, 100 per ConfigMap
-//!    (`BENCH_LAYOUT=interleaved`, the default: rollout i in ConfigMap i mod 100, so rollouts
-//!    next to each other in name order never share one; `grouped`: each run of 100 in name order
+//! 2. N rollouts (default 10 000, `BENCH_ROLLOUTS`) on the local API server, in M ConfigMaps
+//!    (default 100, `BENCH_CONFIG_MAPS`; `BENCH_LAYOUT=interleaved`, the default: rollout i in
+//!    ConfigMap i mod M, so rollouts next to each other in name order never share one;
+//!    `grouped`: each run of N/M in name order
 //!    shares one, as in a list of rollouts from namespaces with one proxy ConfigMap each),
 //!    analysis pointed at a closed port so Prometheus answers at once (reconcile time is measured
 //!    without Prometheus anyway), both arms at one in-process mock model server so each
@@ -119,8 +120,10 @@ async fn main() -> Result<(), BoxError> {
     .await?;
     let endpoint = models.base_url();
     let grouped = std::env::var("BENCH_LAYOUT").is_ok_and(|v| v == "grouped");
-    let per_config_map = count.div_ceil(100).max(1);
-    let config_map = |i: usize| if grouped { i / per_config_map } else { i % 100 };
+    let config_maps: usize =
+        std::env::var("BENCH_CONFIG_MAPS").ok().and_then(|v| v.parse().ok()).unwrap_or(100).max(1);
+    let per_config_map = count.div_ceil(config_maps).max(1);
+    let config_map = |i: usize| if grouped { i / per_config_map } else { i % config_maps };
     let created = Instant::now();
     futures::stream::iter(0..count)
         .map(|i| {
@@ -147,9 +150,9 @@ async fn main() -> Result<(), BoxError> {
         .into_iter()
         .collect::<Result<Vec<()>, BoxError>>()?;
     println!(
-        "Created {count} ModelRollouts in {:.1}s, {} in 100 ConfigMaps.\n",
+        "Created {count} ModelRollouts in {:.1}s, {} in {config_maps} ConfigMaps.\n",
         created.elapsed().as_secs_f64(),
-        if grouped { "grouped (runs of names)" } else { "interleaved (i mod 100)" }
+        if grouped { "grouped (runs of names)" } else { "interleaved (i mod M)" }
     );
     let metrics_address = format!("127.0.0.1:{}", free_port());
     let mut command = Command::new(binary("modelrollout-controller")?);
