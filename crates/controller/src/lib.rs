@@ -41,8 +41,8 @@ pub enum Error {
     Routing {
         /// `<namespace>/<name>` of the ConfigMap.
         config_map: String,
-        /// The API server's answer.
-        source: kube::Error,
+        /// The API server's answer, shared by every rollout whose key was in the same write.
+        source: std::sync::Arc<kube::Error>,
     },
 
     /// Writing the status failed.

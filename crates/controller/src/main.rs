@@ -13,6 +13,7 @@ use modelrollout_controller::leader::{LeaderElector, LeaseSettings};
 use modelrollout_controller::metrics::Metrics;
 use modelrollout_controller::preflight::Prober;
 use modelrollout_controller::reconcile::{self, Context};
+use modelrollout_controller::routing;
 use modelrollout_controller::server::{self, Health};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -107,6 +108,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let context = Arc::new(Context {
+        config_maps: routing::GroupCommit::new(routing::ApiStore(client.clone())),
         client,
         source: PrometheusSource::new(config.prometheus_timeout),
         metrics: metrics.clone(),

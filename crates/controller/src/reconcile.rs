@@ -37,6 +37,8 @@ pub struct Context<M> {
     pub instance: String,
     /// The routing documents this process has written, so unchanged ones are not rewritten.
     pub written: routing::Written,
+    /// The routing ConfigMaps, written in groups (one write carries the keys that queued for it).
+    pub config_maps: routing::GroupCommit,
     /// Prometheus for rollouts that name none (`--prometheus-address`).
     pub default_prometheus: Option<String>,
     /// Asks the arms' endpoints for their model lists before traffic moves.
@@ -187,8 +189,8 @@ async fn apply<M: MetricsSource>(rollout: &ModelRollout, context: &Context<M>) -
             c.type_ == modelrollout_api::ConditionType::RoutingApplied.as_str()
                 && c.status == "False"
         });
-        routing::apply(&context.client, rollout, weight, phase, &context.written, unconfirmed)
-            .await?;
+        let config_maps = &context.config_maps;
+        routing::apply(config_maps, rollout, weight, phase, &context.written, unconfirmed).await?;
     }
     context.metrics.rollout(&namespace, &name, phase, weight);
     context.metrics.reconciled(watch.elapsed());
@@ -287,7 +289,7 @@ async fn decide_with_observations<M: MetricsSource>(
 }
 
 async fn cleanup<M: MetricsSource>(rollout: &ModelRollout, context: &Context<M>) -> Result<Action> {
-    routing::remove(&context.client, rollout).await?;
+    routing::remove(&context.config_maps, rollout).await?;
     context.written.forget(rollout);
     let namespace = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();

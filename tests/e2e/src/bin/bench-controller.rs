@@ -3,12 +3,18 @@
 //!
 //! 1. ConfigMap write → proxy using it: a routing key is rewritten with a new weight, and the
 //!    proxy's `gray_release_canary_weight` is polled every 5 ms until it shows the new weight.
-//! 2. N rollouts (default 10 000, `BENCH_ROLLOUTS`) on the local API server, 100 per ConfigMap,
+//! 2. N rollouts (default 10 000, `BENCH_ROLLOUTS`) on the local API server, in M ConfigMaps
+//!    (default 100, `BENCH_CONFIG_MAPS`; `BENCH_LAYOUT=interleaved`, the default: rollout i in
+//!    ConfigMap i mod M, so rollouts next to each other in name order never share one;
+//!    `grouped`: each run of N/M in name order
+//!    shares one, as in a list of rollouts from namespaces with one proxy ConfigMap each),
 //!    analysis pointed at a closed port so Prometheus answers at once (reconcile time is measured
 //!    without Prometheus anyway), both arms at one in-process mock model server so each
 //!    preflight passes at once: the time until every rollout has a status, the controller's
 //!    RSS, and its reconcile duration p50/p99 from its own histogram, both for the start (every
 //!    rollout new) and for the following minute (the looks the rollouts ask for themselves).
+//!    The API server's own request counts and summed durations from the controller's start until
+//!    every rollout has a status, by verb and resource: its work, which the start waits on.
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -113,6 +119,11 @@ async fn main() -> Result<(), BoxError> {
     )
     .await?;
     let endpoint = models.base_url();
+    let grouped = std::env::var("BENCH_LAYOUT").is_ok_and(|v| v == "grouped");
+    let config_maps: usize =
+        std::env::var("BENCH_CONFIG_MAPS").ok().and_then(|v| v.parse().ok()).unwrap_or(100).max(1);
+    let per_config_map = count.div_ceil(config_maps).max(1);
+    let config_map = |i: usize| if grouped { i / per_config_map } else { i % config_maps };
     let created = Instant::now();
     futures::stream::iter(0..count)
         .map(|i| {
@@ -125,7 +136,7 @@ async fn main() -> Result<(), BoxError> {
                     "spec": {"model": format!("alias-{i}"),
                         "stable": {"model": "a", "endpoint": endpoint},
                         "canary": {"model": "b", "endpoint": endpoint},
-                        "routing": {"configMapRef": {"name": format!("routes-{:02}", i % 100)}},
+                        "routing": {"configMapRef": {"name": format!("routes-{:02}", config_map(i))}},
                         "strategy": {"steps": [{"setWeight": 10}, {"setWeight": 100}]},
                         "analysis": {"prometheus": {"address": "http://127.0.0.1:1"}}}
                 }))?;
@@ -138,13 +149,19 @@ async fn main() -> Result<(), BoxError> {
         .await
         .into_iter()
         .collect::<Result<Vec<()>, BoxError>>()?;
-    println!("Created {count} ModelRollouts in {:.1}s.\n", created.elapsed().as_secs_f64());
+    println!(
+        "Created {count} ModelRollouts in {:.1}s, {} in {config_maps} ConfigMaps.\n",
+        created.elapsed().as_secs_f64(),
+        if grouped { "grouped (runs of names)" } else { "interleaved (i mod M)" }
+    );
     let metrics_address = format!("127.0.0.1:{}", free_port());
     let mut command = Command::new(binary("modelrollout-controller")?);
     command
         .args(["--namespace", &ns, "--metrics-address", &metrics_address, "--leader-elect=false"])
         .args(["--log-level", "warn", "--prometheus-timeout", "1s"])
         .env("KUBECONFIG", cluster.kubeconfig_path());
+    let requests_before = api_server_requests(&client).await?;
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let started = Instant::now();
     let controller = Supervised::spawn("controller", &command, &dir.join("controller.log"))?;
     // One watch (not repeated lists of 10 000 objects, which would load the API server the
@@ -178,6 +195,8 @@ async fn main() -> Result<(), BoxError> {
         }
     };
     drop(changes); // ends the watch before the quiet minute
+    let requests_after = api_server_requests(&client).await?;
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let metrics_url = format!("http://{metrics_address}/metrics");
     let burst = histogram_buckets(&get_text(&metrics_url).await?, RECONCILE_HISTOGRAM);
     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -211,7 +230,87 @@ async fn main() -> Result<(), BoxError> {
         ms(steady_p50),
         ms(steady_p99)
     );
+    print_requests(&requests_before, &requests_after, count);
+    // The machine may be shared: its load says how comparable two runs are.
+    println!(
+        "Load average (/proc/loadavg) at the controller's start: {}; when every rollout had a status: {}.\n",
+        load_before.trim(),
+        load_after.trim()
+    );
     Ok(())
+}
+
+/// The API server's requests so far: (verb, resource[/subresource]) → (count, summed seconds).
+type Requests = std::collections::BTreeMap<(String, String), (f64, f64)>;
+
+/// Reads the API server's `/metrics` (every request it served, WATCH excluded: its duration is
+/// the watch's lifetime).
+async fn api_server_requests(client: &kube::Client) -> Result<Requests, BoxError> {
+    let request = hyper::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(request).await?;
+    let mut requests = Requests::new();
+    for line in text.lines() {
+        let (field, rest) = if let Some(rest) = line.strip_prefix("apiserver_request_total{") {
+            (0, rest)
+        } else if let Some(rest) = line.strip_prefix("apiserver_request_duration_seconds_sum{") {
+            (1, rest)
+        } else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else { continue };
+        let Ok(value) = value.trim().parse::<f64>() else { continue };
+        let label = |name: &str| {
+            labels
+                .split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|v| v.split('"').next())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let verb = label("verb");
+        if verb == "WATCH" {
+            continue;
+        }
+        let subresource = label("subresource");
+        let mut resource = label("resource");
+        if !subresource.is_empty() {
+            resource = format!("{resource}/{subresource}");
+        }
+        let entry = requests.entry((verb, resource)).or_default();
+        if field == 0 { entry.0 += value } else { entry.1 += value }
+    }
+    Ok(requests)
+}
+
+/// The requests made between two readings, with the writes per rollout.
+fn print_requests(before: &Requests, after: &Requests, count: usize) {
+    println!(
+        "| API server requests until every rollout had a status | count | per rollout | mean |"
+    );
+    println!("|---|---:|---:|---:|");
+    let (mut writes, mut write_seconds) = (0.0, 0.0);
+    for ((verb, resource), (total, seconds)) in after {
+        let (total_before, seconds_before) =
+            before.get(&(verb.clone(), resource.clone())).copied().unwrap_or_default();
+        let (n, s) = (total - total_before, seconds - seconds_before);
+        if n < 1.0 {
+            continue;
+        }
+        if matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE") {
+            writes += n;
+            write_seconds += s;
+        }
+        println!(
+            "| {verb} {resource} | {n:.0} | {:.2} | {:.1} ms |",
+            n / count as f64,
+            s / n * 1000.0
+        );
+    }
+    println!(
+        "| all writes | {writes:.0} | {:.2} | {:.1} ms |\n",
+        writes / count as f64,
+        if writes > 0.0 { write_seconds / writes * 1000.0 } else { 0.0 }
+    );
 }
 
 fn profile() -> &'static str {
